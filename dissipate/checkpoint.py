@@ -1,0 +1,121 @@
+"""Checkpoints: plain `torch.save` dicts, written atomically and read with `weights_only=True` only.
+
+Format (DESIGN.md section 5)::
+
+    {"format": "dissipate", "version": 1, "model": name, "model_kwargs": {...}, "state_dict": ...,
+     "num_classes": ..., "in_chans": ..., "dataset": ..., "epoch": ..., "metrics": {...}}
+
+A bare state_dict (torchvision's weights, say) is accepted too, together with a model name.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from ._io import atomic_write
+from .errors import CheckpointError, InvalidArgumentError
+from .models import create_model
+
+FORMAT = "dissipate"
+VERSION = 1
+REQUIRED_KEYS = ("model", "model_kwargs", "state_dict", "num_classes", "in_chans")
+MAX_KEYS_SHOWN = 5
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, dataset: str | None = None,
+                    epoch: int | None = None, metrics: Mapping[str, float] | None = None, **extra: Any) -> Path:
+    """Write `model` (made by `create_model`) and its metadata to `path` atomically; `extra` adds top-level keys.
+
+    Every value must be a tensor or plain data (str, number, bool, None, list, dict), which `weights_only`
+    loading accepts.
+    """
+    spec = getattr(model, "spec", None)
+    if spec is None:
+        raise InvalidArgumentError("save_checkpoint needs a model made by create_model, which records how to rebuild it")
+    checkpoint = {"format": FORMAT, "version": VERSION, "model": spec.name, "model_kwargs": dict(spec.kwargs),
+                  "state_dict": model.state_dict(), "num_classes": spec.num_classes, "in_chans": spec.in_chans,
+                  "dataset": dataset, "epoch": epoch, "metrics": dict(metrics or {}), **extra}
+    return atomic_write(path, lambda file: torch.save(checkpoint, file))
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint at `path`, checked. A bare state_dict comes back as {"format": None, "state_dict": ...}."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at {path}")
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols on files it then reads fine
+            warnings.simplefilter("ignore", UserWarning)
+            content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 -- torch raises many types for a bad file; each means the same here
+        if isinstance(error, pickle.UnpicklingError) and "weights only" in str(error).lower():
+            raise CheckpointError(f"refusing to load {path}: it holds Python objects beyond tensors and plain data, "
+                                  "and unpickling them could run code") from None
+        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {reason}") from None
+
+    if isinstance(content, dict) and content.get("format") == FORMAT:
+        if content.get("version") != VERSION:
+            raise CheckpointError(f"{path} is a dissipate checkpoint of version {content.get('version')!r}; "
+                                  f"this dissipate reads version {VERSION}")
+        missing = [key for key in REQUIRED_KEYS if key not in content]
+        if missing:
+            raise CheckpointError(f"{path} is a damaged dissipate checkpoint: it lacks {', '.join(missing)}")
+        return content
+    if _is_state_dict(content):
+        return {"format": None, "state_dict": content}
+    raise CheckpointError(f"{path} is neither a dissipate checkpoint nor a state_dict "
+                          f"(it holds a {type(content).__name__})")
+
+
+def _is_state_dict(content: Any) -> bool:
+    return (isinstance(content, dict) and len(content) > 0
+            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in content.items()))
+
+
+def load_model(path: str | os.PathLike, name: str | None = None, **model_kwargs: Any) -> tuple[nn.Module, dict]:
+    """Rebuild the model saved at `path` and load its weights; returns (model on CPU, checkpoint dict).
+
+    `name` is required for a bare state_dict (built with `model_kwargs`), and for a dissipate checkpoint it must
+    match the model the checkpoint was saved from.
+    """
+    checkpoint = read_checkpoint(path)
+    if checkpoint["format"] is None:
+        if name is None:
+            raise CheckpointError(f"{path} holds a bare state_dict; name the model it belongs to (--model)")
+        model = create_model(name, **model_kwargs)
+    else:
+        if name is not None and name != checkpoint["model"]:
+            raise CheckpointError(f"{path} is a checkpoint of {checkpoint['model']!r}, not of {name!r}")
+        model = create_model(checkpoint["model"], num_classes=checkpoint["num_classes"],
+                             in_chans=checkpoint["in_chans"], **checkpoint["model_kwargs"])
+    load_state_dict(model, checkpoint["state_dict"], source=str(path))
+    return model, checkpoint
+
+
+def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "state_dict") -> None:
+    """Strict `model.load_state_dict`, with one error that names the missing, unexpected and misshapen keys."""
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    misshapen = [f"{key} {tuple(state_dict[key].shape)} vs {tuple(value.shape)}" for key, value in expected.items()
+                 if key in state_dict and state_dict[key].shape != value.shape]
+    problems = [f"{label} {_first(keys)}" for label, keys in
+                (("missing keys", missing), ("unexpected keys", unexpected),
+                 ("shape mismatches (checkpoint vs model)", misshapen)) if keys]
+    if problems:
+        name = getattr(getattr(model, "spec", None), "name", type(model).__name__)
+        raise CheckpointError(f"{source} does not fit model {name!r}: {'; '.join(problems)}")
+    model.load_state_dict(state_dict)
+
+
+def _first(keys: list[str]) -> str:
+    shown = ", ".join(keys[:MAX_KEYS_SHOWN])
+    return f"{shown}, ... ({len(keys)} in all)" if len(keys) > MAX_KEYS_SHOWN else shown

@@ -1,0 +1,26 @@
+"""Typed errors for bad input.
+
+Each one carries a message that is a single sentence naming the bad value and what would be valid. The CLI prints
+that sentence and exits with ``exit_code``; library users can catch ``DissipateError`` or the builtin each one
+also subclasses.
+"""
+
+from __future__ import annotations
+
+
+class DissipateError(Exception):
+    """Base class for every error that is the user's input, not a bug."""
+
+    exit_code = 2
+
+
+class UnknownModelError(DissipateError, ValueError):
+    """A model name that is not in the registry."""
+
+
+class InvalidArgumentError(DissipateError, ValueError):
+    """An argument outside its valid range or set of choices."""
+
+
+class CheckpointError(DissipateError, ValueError):
+    """A checkpoint that cannot be read, or that does not fit the model."""

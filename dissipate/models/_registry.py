@@ -1,0 +1,129 @@
+"""The model registry: a dict of named builders, in the manner of timm's, plus the spec each model remembers."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from torch import nn
+
+from ..errors import InvalidArgumentError, UnknownModelError
+
+STEMS = ("cifar", "imagenet")
+SMALL_IMAGE_PX = 64  # below this the default stem is "cifar": a 7x7/2 conv plus max-pool would leave too little
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """What the registry knows about a model before building it."""
+
+    name: str
+    family: str  # "plain", "resnet", "pnnh" or "vgg"
+    depth: int  # weighted layers, as in the model's name
+    builder: Callable[..., nn.Module]
+    natural_stem: str  # the stem used when neither `stem` nor `image_size` is given
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a model: saved in every checkpoint."""
+
+    name: str
+    num_classes: int
+    in_chans: int
+    kwargs: dict[str, Any] = field(default_factory=dict)  # resolved: `stem` is always present
+
+
+_entries: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, builder: Callable[..., nn.Module], *, family: str, depth: int,
+                   natural_stem: str) -> None:
+    """Add `builder` (called as builder(num_classes=, in_chans=, stem=, **kwargs)) to the registry."""
+    if name in _entries:
+        raise ValueError(f"model {name!r} is registered twice")
+    _entries[name] = ModelEntry(name, family, depth, builder, natural_stem)
+
+
+def _natural_key(name: str) -> list[Any]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
+    """Registered model names matching a glob `pattern`, in family then depth order (plain20 before plain110)."""
+    names = [n for n, e in _entries.items() if fnmatch.fnmatchcase(n, pattern) and family in (None, e.family)]
+    return sorted(names, key=_natural_key)
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance: ranks 'resnet34' before 'resnet56' as the nearest name to 'resnet35'."""
+    previous = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, 1):
+        current = [i]
+        for j, char_b in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b)))
+        previous = current
+    return previous[-1]
+
+
+def _depth_gap(a: str, b: str) -> int:
+    """How far apart the trailing numbers of two names are (0 where either has none)."""
+    depths = [re.search(r"(\d+)$", name) for name in (a, b)]
+    return abs(int(depths[0][1]) - int(depths[1][1])) if all(depths) else 0
+
+
+def get_model_entry(name: str) -> ModelEntry:
+    """The registry entry for `name`; an unknown name raises an error that suggests the nearest ones."""
+    try:
+        return _entries[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_entries), n=6, cutoff=0.5)
+        nearest = sorted(close, key=lambda candidate: (_edit_distance(name, candidate), _depth_gap(name, candidate)))[:3]
+        hint = f"did you mean {', '.join(nearest)}? " if nearest else ""
+        raise UnknownModelError(f"unknown model {name!r}; {hint}(`dissipate models` lists them all)") from None
+
+
+def resolve_stem(entry: ModelEntry, stem: str | None, image_size: int | None) -> str:
+    """The stem to build: the one asked for, else the one the image size calls for, else the family's own."""
+    if stem is None:
+        if image_size is None:
+            return entry.natural_stem
+        return "cifar" if image_size < SMALL_IMAGE_PX else "imagenet"
+    if stem not in STEMS:
+        raise InvalidArgumentError(f"unknown stem {stem!r}; choose one of {', '.join(STEMS)}")
+    return stem
+
+
+def create_model(name: str, num_classes: int = 10, in_chans: int = 3, stem: str | None = None,
+                 image_size: int | None = None, **kwargs: Any) -> nn.Module:
+    """Build a registered model at initialisation.
+
+    Args:
+        name: a name from `list_models()`, e.g. "plain34", "resnet56", "pnnh20", "vgg16".
+        num_classes: outputs of the classifier.
+        in_chans: input image channels.
+        stem: "cifar" (3x3 conv, no max-pool) or "imagenet" (7x7/2 conv plus max-pool). For VGG it picks the head
+            ("imagenet": torchvision's three-layer classifier, "cifar": one linear layer after global pooling).
+        image_size: when `stem` is None, images below 64 px get the cifar stem and larger ones the imagenet stem;
+            when both are None the family's own stem is used (cifar for the CIFAR family, imagenet otherwise).
+        **kwargs: family options, e.g. `act="gelu"`, or PNNH's `coder_ratio`, `learner_ratio`, `downsample_block`.
+
+    The returned model has a `spec` attribute (a `ModelSpec`) from which `create_model` rebuilds it.
+    """
+    entry = get_model_entry(name)
+    for arg, value in (("num_classes", num_classes), ("in_chans", in_chans)):
+        if not isinstance(value, int) or value < 1:
+            raise InvalidArgumentError(f"{arg} must be a positive integer, got {value!r}")
+    stem = resolve_stem(entry, stem, image_size)
+    accepted = set(inspect.signature(entry.builder).parameters) - {"num_classes", "in_chans", "stem"}
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise InvalidArgumentError(
+            f"model {name!r} takes no argument {', '.join(unknown)}; it takes {', '.join(sorted(accepted)) or 'none'}")
+    model = entry.builder(num_classes=num_classes, in_chans=in_chans, stem=stem, **kwargs)
+    model.spec = ModelSpec(name, num_classes, in_chans, {"stem": stem, **kwargs})
+    return model

@@ -1,0 +1,169 @@
+"""ResNets and their plain twins.
+
+`plainN` is `resnetN` with every shortcut removed: the same convs, BN and widths, nothing added. Two depth sets:
+- ImageNet widths (64-512), basic blocks for 18/34 and bottlenecks for 50/101. With the imagenet stem and
+  1000 classes these have torchvision's module names and parameter counts, so its weights load as they are.
+- The CIFAR family of He et al. (2016, section 4.2): widths 16/32/64, 6n+2 layers, and parameter-free
+  shortcuts (option A: subsample, then zero-pad the new channels).
+
+References:
+    He, Zhang, Ren and Sun. Deep Residual Learning for Image Recognition. CVPR 2016.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from ._layers import ZeroPadShortcut, conv1x1, conv3x3, init_he_normal, make_act
+from ._registry import register_model
+
+SHORTCUTS = ("projection", "zero_pad")
+
+
+def make_shortcut(kind: str, in_chs: int, out_chs: int, stride: int) -> nn.Module | None:
+    """The shortcut's module where the shape changes (None where the identity fits)."""
+    if stride == 1 and in_chs == out_chs:
+        return None
+    if kind == "projection":  # option B: 1x1 conv and BN, named as torchvision names it
+        return nn.Sequential(conv1x1(in_chs, out_chs, stride), nn.BatchNorm2d(out_chs))
+    if kind == "zero_pad":
+        return ZeroPadShortcut(out_chs, stride)
+    raise ValueError(f"unknown shortcut {kind!r}; choose one of {', '.join(SHORTCUTS)}")
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 conv-BN layers; `residual=False` drops the shortcut and leaves a plain block."""
+
+    expansion = 1
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, *, residual: bool = True,
+                 shortcut: str = "projection", act: str = "relu"):
+        super().__init__()
+        self.kind = "residual" if residual else "plain"
+        self.conv1 = conv3x3(in_chs, out_chs, stride)
+        self.bn1 = nn.BatchNorm2d(out_chs)
+        self.act1 = make_act(act)
+        self.conv2 = conv3x3(out_chs, out_chs)
+        self.bn2 = nn.BatchNorm2d(out_chs)
+        self.residual = residual
+        self.downsample = make_shortcut(shortcut, in_chs, out_chs, stride) if residual else None
+        self.act2 = make_act(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.residual:
+            out = out + (x if self.downsample is None else self.downsample(x))
+        return self.act2(out)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (carrying the stride, as torchvision's v1.5), 1x1 expand by 4; plain when `residual=False`."""
+
+    expansion = 4
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, *, residual: bool = True,
+                 shortcut: str = "projection", act: str = "relu"):
+        super().__init__()
+        mid_chs = out_chs // self.expansion
+        self.kind = "residual" if residual else "plain"
+        self.conv1 = conv1x1(in_chs, mid_chs)
+        self.bn1 = nn.BatchNorm2d(mid_chs)
+        self.act1 = make_act(act)
+        self.conv2 = conv3x3(mid_chs, mid_chs, stride)
+        self.bn2 = nn.BatchNorm2d(mid_chs)
+        self.act2 = make_act(act)
+        self.conv3 = conv1x1(mid_chs, out_chs)
+        self.bn3 = nn.BatchNorm2d(out_chs)
+        self.residual = residual
+        self.downsample = make_shortcut(shortcut, in_chs, out_chs, stride) if residual else None
+        self.act3 = make_act(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.act2(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.residual:
+            out = out + (x if self.downsample is None else self.downsample(x))
+        return self.act3(out)
+
+
+# make_block(in_chs, out_chs, stride) -> block; lets PNNH put its own block wherever the stride is 1
+BlockFactory = Callable[[int, int, int], nn.Module]
+
+
+class ResNet(nn.Module):
+    """Stem, stages of blocks (the first of each stage but the first downsamples by 2), global pool, linear head."""
+
+    def __init__(self, make_block: BlockFactory, layers: Sequence[int], widths: Sequence[int], *, expansion: int = 1,
+                 num_classes: int = 10, in_chans: int = 3, stem: str = "imagenet", act: str = "relu"):
+        super().__init__()
+        stem_chs = widths[0]
+        if stem == "imagenet":
+            self.conv1 = nn.Conv2d(in_chans, stem_chs, kernel_size=7, stride=2, padding=3, bias=False)
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        else:
+            self.conv1 = conv3x3(in_chans, stem_chs)
+            self.maxpool = nn.Identity()
+        self.bn1 = nn.BatchNorm2d(stem_chs)
+        self.act1 = make_act(act)
+
+        in_chs = stem_chs
+        for index, (num_blocks, width) in enumerate(zip(layers, widths)):
+            out_chs = width * expansion
+            blocks = []
+            for block_index in range(num_blocks):
+                stride = 2 if index > 0 and block_index == 0 else 1
+                blocks.append(make_block(in_chs, out_chs, stride))
+                in_chs = out_chs
+            self.add_module(f"layer{index + 1}", nn.Sequential(*blocks))
+        self.num_stages = len(layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_chs, num_classes)
+        init_he_normal(self)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
+        for index in range(self.num_stages):
+            x = getattr(self, f"layer{index + 1}")(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.avgpool(self.forward_features(x))  # (B, C, 1, 1)
+        return self.fc(torch.flatten(x, 1))
+
+
+# depth -> (block, blocks per stage); widths (64, 128, 256, 512)
+IMAGENET_LAYERS = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)),
+                   50: (Bottleneck, (3, 4, 6, 3)), 101: (Bottleneck, (3, 4, 23, 3))}
+IMAGENET_WIDTHS = (64, 128, 256, 512)
+CIFAR_DEPTHS = (20, 32, 44, 56, 110)  # 6n + 2 layers: n basic blocks in each of 3 stages
+CIFAR_WIDTHS = (16, 32, 64)
+
+
+def depth_plan(depth: int) -> tuple[type[nn.Module], Sequence[int], Sequence[int], str]:
+    """(block, blocks per stage, stage widths, shortcut kind) for a depth of either set."""
+    if depth in CIFAR_DEPTHS:
+        return BasicBlock, [(depth - 2) // 6] * 3, CIFAR_WIDTHS, "zero_pad"
+    block, layers = IMAGENET_LAYERS[depth]
+    return block, layers, IMAGENET_WIDTHS, "projection"
+
+
+def build_resnet(depth: int, *, residual: bool, num_classes: int = 10, in_chans: int = 3, stem: str = "imagenet",
+                 act: str = "relu") -> ResNet:
+    """A ResNet (residual=True) or its plain twin, from either depth set."""
+    block, layers, widths, shortcut = depth_plan(depth)
+    make_block = partial(block, residual=residual, shortcut=shortcut, act=act)
+    return ResNet(make_block, layers, widths, expansion=block.expansion, num_classes=num_classes,
+                  in_chans=in_chans, stem=stem, act=act)
+
+
+for _depth in (*CIFAR_DEPTHS, *IMAGENET_LAYERS):
+    _stem = "cifar" if _depth in CIFAR_DEPTHS else "imagenet"
+    for _family, _residual in (("plain", False), ("resnet", True)):
+        register_model(f"{_family}{_depth}", partial(build_resnet, _depth, residual=_residual),
+                       family=_family, depth=_depth, natural_stem=_stem)
