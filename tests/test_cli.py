@@ -53,7 +53,7 @@ def test_bad_input_is_one_line_and_exit_2(capsys, args, message):
 def test_installed_entry_point_reports_errors_without_traceback():
     result = subprocess.run([sys.executable, "-m", "dissipate", "models", "resnet35"], capture_output=True, text=True)
     assert result.returncode == 2
-    assert result.stderr.strip() == ("error: unknown model 'resnet35'; did you mean resnet34, resnet32, resnet44? "
+    assert result.stderr.strip() == ("error: unknown model 'resnet35'; did you mean resnet34, resnet32, resnet50? "
                                      "(`dissipate models` lists them all)")
     version = subprocess.run([sys.executable, "-m", "dissipate", "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and version.stdout.startswith("dissipate ")

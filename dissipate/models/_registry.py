@@ -59,17 +59,6 @@ def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
     return sorted(names, key=_natural_key)
 
 
-def _edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance: ranks 'resnet34' before 'resnet56' as the nearest name to 'resnet35'."""
-    previous = list(range(len(b) + 1))
-    for i, char_a in enumerate(a, 1):
-        current = [i]
-        for j, char_b in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b)))
-        previous = current
-    return previous[-1]
-
-
 def _depth_gap(a: str, b: str) -> int:
     """How far apart the trailing numbers of two names are (0 where either has none)."""
     depths = [re.search(r"(\d+)$", name) for name in (a, b)]
@@ -81,8 +70,11 @@ def get_model_entry(name: str) -> ModelEntry:
     try:
         return _entries[name]
     except KeyError:
-        close = difflib.get_close_matches(name, list(_entries), n=6, cutoff=0.5)
-        nearest = sorted(close, key=lambda candidate: (_edit_distance(name, candidate), _depth_gap(name, candidate)))[:3]
+        asked = name.lower()
+        close = difflib.get_close_matches(asked, list(_entries), n=6, cutoff=0.5)
+        # equally similar names (resnet32, resnet34 for resnet35) are ranked by how near their depth is
+        nearest = sorted(close, key=lambda c: (-difflib.SequenceMatcher(None, asked, c).ratio(), _depth_gap(asked, c)))
+        nearest = nearest[:3]
         hint = f"did you mean {', '.join(nearest)}? " if nearest else ""
         raise UnknownModelError(f"unknown model {name!r}; {hint}(`dissipate models` lists them all)") from None
 

@@ -57,8 +57,10 @@ def test_activation_choice_reaches_every_site(act, module_type):
 def test_unknown_model_suggests_the_nearest_names():
     with pytest.raises(UnknownModelError, match=r"unknown model 'resnet35'; did you mean resnet34, resnet32"):
         create_model("resnet35")
-    with pytest.raises(UnknownModelError, match="pnnh20"):
+    with pytest.raises(UnknownModelError, match="did you mean pnnh20"):
         create_model("pnh20")
+    with pytest.raises(UnknownModelError, match="did you mean pnnh20"):
+        create_model("PNNH20")
 
 
 @pytest.mark.parametrize("kwargs, message", [
