@@ -37,6 +37,9 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, dataset: str |
     loading accepts.
     """
     spec = getattr(model, "spec", None)
+    reserved = sorted(set(extra) & {"format", "version", *REQUIRED_KEYS})
+    if reserved:
+        raise InvalidArgumentError(f"save_checkpoint sets {', '.join(reserved)} itself; pass other names in extra")
     if spec is None:
         raise InvalidArgumentError("save_checkpoint needs a model made by create_model, which records how to rebuild it")
     checkpoint = {"format": FORMAT, "version": VERSION, "model": spec.name, "model_kwargs": dict(spec.kwargs),

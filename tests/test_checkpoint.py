@@ -102,10 +102,14 @@ def test_checkpoint_from_a_newer_version_or_damaged_is_refused(tmp_path):
         read_checkpoint(tmp_path / "damaged.pt")
 
 
-def test_saving_needs_a_registry_model(tmp_path):
+def test_saving_needs_a_registry_model_and_keeps_its_own_keys(tmp_path):
     with pytest.raises(InvalidArgumentError, match="made by create_model"):
         save_checkpoint(tmp_path / "x.pt", torchvision.models.resnet18(weights=None))
+    with pytest.raises(InvalidArgumentError, match="sets state_dict itself"):
+        save_checkpoint(tmp_path / "x.pt", create_model("resnet20"), state_dict={})
     assert not (tmp_path / "x.pt").exists()
+    path = save_checkpoint(tmp_path / "x.pt", create_model("resnet20"), optimizer={"lr": 0.1})
+    assert read_checkpoint(path)["optimizer"] == {"lr": 0.1}
 
 
 def test_save_killed_half_way_leaves_the_previous_checkpoint(tmp_path):
