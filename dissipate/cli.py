@@ -63,12 +63,13 @@ def models(
     num_classes: int = typer.Option(10, help="Classifier outputs."),
     in_chans: int = typer.Option(3, help="Input image channels."),
     stem: Optional[str] = typer.Option(None, help="cifar or imagenet; default: each family's own."),
+    image_sizes: List[int] = typer.Option([32, 224], "--image-size", help="Image size for FLOPs (repeatable)."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="Output format."),
 ) -> None:
-    """The model registry: family, depth, parameters and forward FLOPs at 32x32 and 224x224."""
+    """The model registry: family, depth, parameters and forward FLOPs (at 32x32 and 224x224 by default)."""
     selected = select_models(names or ())
     with progress(selected, "Counting parameters and FLOPs") as names_:
-        table = model_table(names_, num_classes=num_classes, in_chans=in_chans, stem=stem)
+        table = model_table(names_, num_classes=num_classes, in_chans=in_chans, stem=stem, image_sizes=image_sizes)
     if fmt is OutputFormat.table:
         typer.echo(f"num_classes={num_classes}, in_chans={in_chans}; FLOPs count 2 per multiply-add "
                    "(torch.utils.flop_counter), convs and linears only")

@@ -35,6 +35,8 @@ def test_models_json_and_table(capsys):
     assert code == 0 and json.loads(out)[0]["params"] == 132_868_840  # torchvision's vgg11_bn
     code, out, _ = run_cli(capsys, "models", "resnet18")
     assert code == 0 and "resnet18" in out and "11.18M" in out and "flops_224px" in out
+    code, out, _ = run_cli(capsys, "models", "resnet20", "--image-size", "28", "--format", "csv")
+    assert code == 0 and out.splitlines()[0].endswith(",params,flops_28px")
 
 
 @pytest.mark.parametrize("args, message", [
@@ -42,6 +44,8 @@ def test_models_json_and_table(capsys):
     (["models", "densenet*"], "no model matches 'densenet*'"),
     (["models", "resnet20", "--stem", "huge"], "unknown stem 'huge'"),
     (["models", "resnet20", "--num-classes", "0"], "num_classes must be a positive integer"),
+    (["models", "vgg11", "--stem", "cifar", "--image-size", "16"], "vgg11 cannot take 16x16 images"),
+    (["models", "resnet20", "--image-size", "0"], "image sizes must be positive integers, got [0]"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, args, message):
     code, out, err = run_cli(capsys, *args)

@@ -57,6 +57,9 @@ def model_table(names: Iterable[str] | None = None, *, num_classes: int = 10, in
     on the meta device, so no weight is allocated and no convolution computed (about 0.5 s a model, in torch's
     Python shape functions). `names` may be any iterable, a progress bar say.
     """
+    bad_sizes = [size for size in image_sizes if not isinstance(size, int) or size < 1]
+    if bad_sizes:
+        raise InvalidArgumentError(f"image sizes must be positive integers, got {bad_sizes}")
     rows = []
     for name in names if names is not None else list_models():
         entry = get_model_entry(name)
@@ -65,6 +68,10 @@ def model_table(names: Iterable[str] | None = None, *, num_classes: int = 10, in
         row = {"model": name, "family": entry.family, "depth": entry.depth, "stem": model.spec.kwargs["stem"],
                "params": count_parameters(model)}
         for size in image_sizes:
-            row[f"flops_{size}px"] = count_flops(model, size, in_chans)
+            try:
+                row[f"flops_{size}px"] = count_flops(model, size, in_chans)
+            except RuntimeError as error:  # e.g. VGG's five 2x2 max-pools need at least 32 px
+                reason = str(error).strip().splitlines()[0]
+                raise InvalidArgumentError(f"{name} cannot take {size}x{size} images: {reason}") from None
         rows.append(row)
     return pd.DataFrame(rows)
