@@ -73,8 +73,8 @@ def get_model_entry(name: str) -> ModelEntry:
         asked = name.lower()
         close = difflib.get_close_matches(asked, list(_entries), n=6, cutoff=0.5)
         # equally similar names (resnet32, resnet34 for resnet35) are ranked by how near their depth is
-        nearest = sorted(close, key=lambda c: (-difflib.SequenceMatcher(None, asked, c).ratio(), _depth_gap(asked, c)))
-        nearest = nearest[:3]
+        ranked = sorted(close, key=lambda c: (-difflib.SequenceMatcher(None, asked, c).ratio(), _depth_gap(asked, c)))
+        nearest = ranked[:3]
         hint = f"did you mean {', '.join(nearest)}? " if nearest else ""
         raise UnknownModelError(f"unknown model {name!r}; {hint}(`dissipate models` lists them all)") from None
 

@@ -113,7 +113,7 @@ class ResNet(nn.Module):
         self.act1 = make_act(act)
 
         in_chs = stem_chs
-        for index, (num_blocks, width) in enumerate(zip(layers, widths)):
+        for index, (num_blocks, width) in enumerate(zip(layers, widths, strict=True)):
             out_chs = width * expansion
             blocks = []
             for block_index in range(num_blocks):

@@ -1,5 +1,4 @@
 import pytest
-import torch
 import torchvision
 
 from dissipate.errors import InvalidArgumentError, UnknownModelError
