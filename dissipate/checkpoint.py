@@ -90,17 +90,23 @@ def load_model(path: str | os.PathLike, name: str | None = None, **model_kwargs:
     match the model the checkpoint was saved from.
     """
     checkpoint = read_checkpoint(path)
+    return model_from_checkpoint(checkpoint, name, source=str(path), **model_kwargs), checkpoint
+
+
+def model_from_checkpoint(checkpoint: dict, name: str | None = None, source: str = "checkpoint",
+                          **model_kwargs: Any) -> nn.Module:
+    """The model a checkpoint dict (from `read_checkpoint`) holds, with its weights; see `load_model`."""
     if checkpoint["format"] is None:
         if name is None:
-            raise CheckpointError(f"{path} holds a bare state_dict; name the model it belongs to (--model)")
+            raise CheckpointError(f"{source} holds a bare state_dict; name the model it belongs to (--model)")
         model = create_model(name, **model_kwargs)
     else:
         if name is not None and name != checkpoint["model"]:
-            raise CheckpointError(f"{path} is a checkpoint of {checkpoint['model']!r}, not of {name!r}")
+            raise CheckpointError(f"{source} is a checkpoint of {checkpoint['model']!r}, not of {name!r}")
         model = create_model(checkpoint["model"], num_classes=checkpoint["num_classes"],
                              in_chans=checkpoint["in_chans"], **checkpoint["model_kwargs"])
-    load_state_dict(model, checkpoint["state_dict"], source=str(path))
-    return model, checkpoint
+    load_state_dict(model, checkpoint["state_dict"], source=source)
+    return model
 
 
 def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "state_dict") -> None:

@@ -7,15 +7,25 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import json
+import math
 import sys
-from typing import Callable, ContextManager, Iterable, List, Optional, Sequence, TypeVar
+import warnings
+from pathlib import Path
+from typing import Callable, ContextManager, Iterable, List, Optional, TypeVar
 
 import pandas as pd
 import typer
 
 from . import __version__
-from .errors import DissipateError
-from .models import model_table, select_models
+from ._io import atomic_write
+from .checkpoint import model_from_checkpoint, read_checkpoint
+from .data import DATASETS, load_data
+from .errors import CheckpointError, DissipateError
+from .models import create_model, get_model_entry, model_table, select_models
+from .plots import plot_probe
+from .probe import METRICS, ProbeConfig, ProbeNotice
+from .probe import probe as run_probe
 
 T = TypeVar("T")
 app = typer.Typer(help="Measure how a network's input survives, layer by layer.", no_args_is_help=True,
@@ -35,14 +45,18 @@ def emit(frame: pd.DataFrame, fmt: OutputFormat, formatters: dict[str, Callable]
     elif fmt is OutputFormat.json:
         typer.echo(frame.to_json(orient="records", indent=2))
     else:
-        typer.echo(frame.to_string(index=False, formatters=formatters))
+        typer.echo(frame.to_string(index=False, formatters=formatters, na_rep="n/a"))
 
 
-def progress(items: Sequence[T], label: str) -> ContextManager[Iterable[T]]:
+def progress(items: Iterable[T], length: int | None = None, label: str = "") -> ContextManager[Iterable[T]]:
     """A progress bar over `items` on stderr where it is a terminal; the bare items where it is not (pipes, logs)."""
     if sys.stderr.isatty():
-        return typer.progressbar(items, label=label, file=sys.stderr)
+        return typer.progressbar(items, length=length, label=label, file=sys.stderr)
     return contextlib.nullcontext(items)
+
+
+def _number(value: float) -> str:
+    return "n/a" if isinstance(value, float) and math.isnan(value) else f"{value:.3f}"
 
 
 def _version(show: bool) -> None:
@@ -68,13 +82,71 @@ def models(
 ) -> None:
     """The model registry: family, depth, parameters and forward FLOPs (at 32x32 and 224x224 by default)."""
     selected = select_models(names or ())
-    with progress(selected, "Counting parameters and FLOPs") as names_:
+    with progress(selected, len(selected), "Counting parameters and FLOPs") as names_:
         table = model_table(names_, num_classes=num_classes, in_chans=in_chans, stem=stem, image_sizes=image_sizes)
     if fmt is OutputFormat.table:
         typer.echo(f"num_classes={num_classes}, in_chans={in_chans}; FLOPs count 2 per multiply-add "
                    "(torch.utils.flop_counter), convs and linears only")
     flops = {column: (lambda v: f"{v / 1e9:.3f}G") for column in table.columns if column.startswith("flops_")}
     emit(table, fmt, {"params": lambda v: f"{v / 1e6:.2f}M", **flops})
+
+
+PROBE_TABLE_COLUMNS = ("site", "depth", "kind", "channels", "surviving", "dead", "erank", "srank", "cka_input",
+                       "recon_r2", "ssim_input", "dists_input")
+
+
+@app.command()
+def probe(
+    model: str = typer.Option(..., "--model", "-m", help="Model name (see `dissipate models`)."),
+    checkpoint: Optional[Path] = typer.Option(None, help="A dissipate checkpoint, or a bare state_dict of --model; "
+                                                         "without one the model is probed at initialisation."),
+    data: str = typer.Option("synthetic", help=f"One of: {', '.join(DATASETS)}."),
+    data_dir: Optional[Path] = typer.Option(None, help="Data dir [default: $DISSIPATE_DATA or ~/.cache/dissipate]."),
+    image_size: Optional[int] = typer.Option(None, help="Resize images to this size [default: the dataset's own; "
+                                                        "32 for synthetic]."),
+    num_images: int = typer.Option(256, help="Probe images (half fit the linear read-out, half score it)."),
+    batch_size: int = typer.Option(64, help="Images per forward pass (and per minibatch of the CKA)."),
+    metrics: List[str] = typer.Option(list(METRICS), "--metrics", help="Metric families, comma-separated or "
+                                                                       "repeated."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    out: Path = typer.Option(Path("probe-out"), help="Directory for probe.csv, probe.json and probe.png."),
+    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="Output format on stdout."),
+    seed: int = typer.Option(0, help="Which images of a real dataset; the DISTS noise reference."),
+) -> None:
+    """How much of the input survives at every activation site: one row per site, printed and saved in --out."""
+    config = ProbeConfig(metrics=tuple(metrics), num_images=num_images, batch_size=batch_size, device=device,
+                         seed=seed, calibrate_bn=checkpoint is None)
+    get_model_entry(model)  # an unknown name fails here, with suggestions, before any data is loaded
+    saved = read_checkpoint(checkpoint) if checkpoint else None
+    expected_chans = saved.get("in_chans") if saved else None
+    images = load_data(data, image_size=image_size, in_chans=expected_chans, length=num_images, root=data_dir,
+                       seed=seed)
+    if expected_chans is not None and expected_chans != images.in_chans:
+        raise CheckpointError(f"{checkpoint} holds a model for {expected_chans}-channel images, and {images.name} "
+                              f"has {images.in_chans}-channel images")
+    build = dict(num_classes=images.num_classes, in_chans=images.in_chans, image_size=images.image_size)
+    net = model_from_checkpoint(saved, model, str(checkpoint), **build) if saved else create_model(model, **build)
+
+    with warnings.catch_warnings(record=True) as notices:
+        warnings.simplefilter("always", ProbeNotice)
+        frame = run_probe(net, images, config, progress=progress)
+    for notice in {str(n.message) for n in notices if issubclass(n.category, ProbeNotice)}:
+        typer.echo(f"note: {notice}", err=True)
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "probe.csv", lambda f: f.write(frame.to_csv(index=False).encode()))
+    atomic_write(out / "probe.json", lambda f: f.write(frame.to_json(orient="records", indent=2).encode()))
+    run = {"model": model, "checkpoint": str(checkpoint) if checkpoint else None, "data": images.name,
+           "image_size": images.image_size, **frame.attrs}
+    atomic_write(out / "probe_config.json", lambda f: f.write(json.dumps(run, indent=2, default=str).encode()))
+    plot_probe(frame, out / "probe.png", title=f"{model} ({'checkpoint' if checkpoint else 'init'}) on {images.name}")
+
+    if fmt is OutputFormat.table:
+        frame = frame[[c for c in PROBE_TABLE_COLUMNS if c in frame]]
+    numeric = {c: _number for c in frame.columns if frame[c].dtype.kind == "f"}
+    emit(frame, fmt, numeric)
+    if fmt is OutputFormat.table:
+        typer.echo(f"all columns in {out / 'probe.csv'}; figure in {out / 'probe.png'}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,7 +5,10 @@ import sys
 
 import pandas as pd
 import pytest
+import torch
+from PIL import Image
 
+from dissipate.checkpoint import save_checkpoint
 from dissipate.cli import main
 from dissipate.models import count_parameters, create_model
 
@@ -46,6 +49,13 @@ def test_models_json_and_table(capsys):
     (["models", "resnet20", "--num-classes", "0"], "num_classes must be a positive integer"),
     (["models", "vgg11", "--stem", "cifar", "--image-size", "16"], "vgg11 cannot take 16x16 images"),
     (["models", "resnet20", "--image-size", "0"], "image sizes must be positive integers, got [0]"),
+    (["probe", "--model", "resnet20", "--data", "cifar10"], "cifar10 is not in"),
+    (["probe", "--model", "resnet20", "--num-images", "0"], "num_images must be at least 1, got 0"),
+    (["probe", "--model", "resnet20", "--metrics", "cka,surivval"], "unknown metric 'surivval' (did you mean "
+                                                                    "'survival'?)"),
+    (["probe", "--model", "vgg11", "--image-size", "16"], "vgg11 cannot take synthetic images of 3x16x16"),
+    (["probe", "--model", "plain35"], "unknown model 'plain35'; did you mean plain34"),
+    (["probe", "--model", "resnet20", "--data", "mnist"], "unknown dataset 'mnist'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, args, message):
     code, out, err = run_cli(capsys, *args)
@@ -61,3 +71,48 @@ def test_installed_entry_point_reports_errors_without_traceback():
                                      "(`dissipate models` lists them all)")
     version = subprocess.run([sys.executable, "-m", "dissipate", "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and version.stdout.startswith("dissipate ")
+
+
+def test_probe_plain34_offline_writes_one_row_per_relu_and_its_files(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "probe", "--model", "plain34", "--num-images", "16", "--batch-size", "8",
+                             "--out", str(tmp_path))
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "probe.csv")
+    assert len(table) == 33 and table["site"].iloc[-1] == "layer4.2.act2" and set(table["kind"]) == {"plain"}
+    assert json.loads((tmp_path / "probe.json").read_text())[0]["site"] == "act1"
+    assert (tmp_path / "probe.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    config = json.loads((tmp_path / "probe_config.json").read_text())
+    assert config["calibrated_bn"] and config["data"] == "synthetic" and config["config"]["num_images"] == 16
+    assert "layer4.2.act2" in out and "cka_input" in out and "n/a" in out  # DISTS unavailable here
+    assert err.count("note: DISTS is unavailable") == 1
+
+
+def test_probe_reads_a_checkpoint_with_its_own_statistics(capsys, tmp_path):
+    model = create_model("resnet20")
+    model.train()(torch.randn(8, 3, 32, 32))  # BN statistics that are not the probe set's
+    save_checkpoint(tmp_path / "ckpt.pt", model, dataset="synthetic", epoch=1, metrics={})
+    code, out, err = run_cli(capsys, "probe", "--model", "resnet20", "--checkpoint", str(tmp_path / "ckpt.pt"),
+                             "--num-images", "8", "--metrics", "survival", "--format", "csv", "--out",
+                             str(tmp_path / "out"))
+    assert code == 0, err
+    assert len(pd.read_csv(io.StringIO(out))) == 19
+    assert not json.loads((tmp_path / "out" / "probe_config.json").read_text())["calibrated_bn"]
+
+    code, _, err = run_cli(capsys, "probe", "--model", "plain20", "--checkpoint", str(tmp_path / "ckpt.pt"))
+    assert code == 2 and "is a checkpoint of 'resnet20', not of 'plain20'" in err and err.count("\n") == 1
+    code, _, err = run_cli(capsys, "probe", "--model", "resnet20", "--checkpoint", str(tmp_path / "ckpt.pt"),
+                           "--data", "synthetic", "--data-dir", str(tmp_path), "--num-images", "4",
+                           "--batch-size", "2", "--metrics", "survival", "--out", str(tmp_path / "out"))
+    assert code == 0, err
+
+
+def test_probe_refuses_a_checkpoint_for_other_images(capsys, tmp_path):
+    save_checkpoint(tmp_path / "grey.pt", create_model("resnet20", in_chans=1), dataset="fashion-mnist", epoch=1,
+                    metrics={})
+    for cls in ("a", "b"):
+        (tmp_path / "images" / cls).mkdir(parents=True)
+        Image.new("RGB", (32, 32)).save(tmp_path / "images" / cls / "0.png")
+    code, _, err = run_cli(capsys, "probe", "--model", "resnet20", "--checkpoint", str(tmp_path / "grey.pt"),
+                           "--data", f"folder:{tmp_path / 'images'}")
+    assert code == 2 and err.count("\n") == 1
+    assert "holds a model for 1-channel images, and folder:" in err and "has 3-channel images" in err

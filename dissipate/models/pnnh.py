@@ -37,6 +37,7 @@ class PNNHBlock(nn.Module):
     """A stride-1 block of two plain conv layers whose single inner activation also carries the coder's +/- pair."""
 
     kind = "pnnh"
+    site_kinds = {"act1": "pnnh", "act2": "pnnh"}  # both activations carry the coder's +/- pair
 
     def __init__(self, channels: int, *, coder_ratio: float = 1.0, learner_ratio: float = 1.0, act: str = "relu"):
         super().__init__()

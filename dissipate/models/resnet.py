@@ -52,6 +52,7 @@ class BasicBlock(nn.Module):
         self.residual = residual
         self.downsample = make_shortcut(shortcut, in_chs, out_chs, stride) if residual else None
         self.act2 = make_act(act)
+        self.site_kinds = {"act1": "plain", "act2": self.kind}  # only the last activation sees the shortcut
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act1(self.bn1(self.conv1(x)))
@@ -82,6 +83,7 @@ class Bottleneck(nn.Module):
         self.residual = residual
         self.downsample = make_shortcut(shortcut, in_chs, out_chs, stride) if residual else None
         self.act3 = make_act(act)
+        self.site_kinds = {"act1": "plain", "act2": "plain", "act3": self.kind}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act1(self.bn1(self.conv1(x)))
@@ -111,6 +113,7 @@ class ResNet(nn.Module):
             self.maxpool = nn.Identity()
         self.bn1 = nn.BatchNorm2d(stem_chs)
         self.act1 = make_act(act)
+        self.site_kinds = {"act1": "plain"}  # the stem; blocks declare their own sites
 
         in_chs = stem_chs
         for index, (num_blocks, width) in enumerate(zip(layers, widths, strict=True)):

@@ -15,7 +15,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from ._layers import init_he_normal, make_act
+from ._layers import ACTIVATIONS, init_he_normal, make_act
 from ._registry import register_model
 
 POOL = "M"
@@ -49,6 +49,8 @@ class VGG(nn.Module):
         else:
             self.avgpool = nn.AdaptiveAvgPool2d(1)
             self.classifier = nn.Linear(chs, num_classes)
+        act_types = tuple(ACTIVATIONS.values())
+        self.site_kinds = {name: "plain" for name, module in self.named_modules() if isinstance(module, act_types)}
         init_he_normal(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

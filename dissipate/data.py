@@ -1,0 +1,219 @@
+"""Image sources for probing and training: `synthetic`, `cifar10`, `cifar100`, `fashion-mnist`, `folder:PATH`,
+`imagenet:PATH`.
+
+Each source yields (image, label) pairs with the image a float tensor in [0, 1], (C, H, W); `ImageData.normalize`
+applies the source's per-channel mean and standard deviation before a model sees it. The [0, 1] image is what the
+metrics compare against (SSIM and DISTS need that range).
+
+Datasets live in the data dir: `data_dir=`, else `$DISSIPATE_DATA`, else `~/.cache/dissipate`. A dataset that is not
+there is downloaded (torchvision's progress bar) unless `$DISSIPATE_OFFLINE` is set; one that can be neither found
+nor fetched raises DatasetNotFoundError with one sentence naming the dataset, the directory and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import gzip
+import math
+import os
+import shutil
+import urllib.error
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset
+
+from ._io import atomic_write
+from .errors import DissipateError, InvalidArgumentError
+
+DATASETS = ("synthetic", "cifar10", "cifar100", "fashion-mnist", "folder:PATH", "imagenet:PATH")
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist package
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class DatasetNotFoundError(DissipateError, FileNotFoundError):
+    """A dataset that is not in the data dir and cannot be downloaded."""
+
+
+def data_dir(path: str | os.PathLike | None = None) -> Path:
+    """The data dir: `path`, else $DISSIPATE_DATA, else ~/.cache/dissipate."""
+    return Path(path or os.environ.get("DISSIPATE_DATA") or Path.home() / ".cache" / "dissipate").expanduser()
+
+
+def downloads_allowed() -> bool:
+    """False when $DISSIPATE_OFFLINE is set to anything but 0/false/no: nothing is fetched from the network then."""
+    return os.environ.get("DISSIPATE_OFFLINE", "").strip().lower() in ("", "0", "false", "no")
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """A dataset of (image in [0, 1], label) pairs and what a model needs to know about it."""
+
+    name: str
+    dataset: Dataset
+    num_classes: int
+    in_chans: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) images in [0, 1] -> what the model sees: per-channel (x - mean) / std."""
+        mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype)[:, None, None]
+        std = torch.tensor(self.std, device=images.device, dtype=images.dtype)[:, None, None]
+        return (images - mean) / std
+
+    def subset(self, num_images: int, seed: int = 0) -> Dataset:
+        """`num_images` of the dataset, a random choice fixed by `seed` (in index order), or all of them when it has
+        exactly that many."""
+        total = len(self.dataset)
+        if num_images > total:
+            raise InvalidArgumentError(f"{self.name} has {total} images; asked for {num_images}")
+        if num_images == total:
+            return self.dataset
+        chosen = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:num_images]
+        return Subset(self.dataset, chosen.sort().values.tolist())
+
+
+class DeadLeaves(Dataset):
+    """Deterministic dead-leaves images: opaque discs, later ones occluding earlier ones, with radii drawn from a
+    power law p(r) ~ r^-3 between `size`/32 (at least one pixel) and `size`/2. That density makes the image
+    scale-invariant, with the edge and power-spectrum statistics of natural images (Lee, Mumford and Huang 2001).
+
+    Image `index` depends only on (seed, index, size, channels). Each disc takes one of `num_classes` palette colours
+    (with jitter); the label is the palette class of the disc that covers the image centre (or of the background),
+    so that a small classifier has something to learn.
+    """
+
+    def __init__(self, length: int, image_size: int = 32, in_chans: int = 3, seed: int = 0, num_classes: int = 10):
+        if length < 1 or image_size < 1 or in_chans < 1:
+            raise InvalidArgumentError(f"synthetic needs a positive length, size and channel count, got "
+                                       f"{length}, {image_size}, {in_chans}")
+        self.length, self.image_size, self.in_chans = length, image_size, in_chans
+        self.seed, self.num_classes = seed, num_classes
+        self.r_min, self.r_max = max(1.0, image_size / 32), image_size / 2
+        mean_r2 = 2 * self.r_min ** 2 * self.r_max ** 2 * math.log(self.r_max / self.r_min) / (
+            self.r_max ** 2 - self.r_min ** 2)  # E[r^2] under the r^-3 density
+        self.num_discs = math.ceil(4 * image_size ** 2 / (math.pi * mean_r2))  # covers all but ~e^-4 of the image
+        palette = np.random.default_rng([seed, 2 ** 31]).uniform(0.1, 0.9, size=(num_classes, in_chans))
+        self.palette = palette.astype(np.float32)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        rng = np.random.default_rng([self.seed, index])
+        size, count = self.image_size, self.num_discs
+        u = rng.uniform(size=count)
+        radius = (self.r_min ** -2 - u * (self.r_min ** -2 - self.r_max ** -2)) ** -0.5  # inverse CDF of r^-3
+        centre = rng.uniform(-0.1 * size, 1.1 * size, size=(count, 2))
+        classes = rng.integers(self.num_classes, size=count + 1)  # the last one is the background's
+        colours = self.palette[classes] + rng.normal(0, 0.05, size=(count + 1, self.in_chans)).astype(np.float32)
+        grid = np.arange(size, dtype=np.float32) + 0.5
+        covered = ((grid[None, :, None] - centre[:, 0, None, None]) ** 2
+                   + (grid[None, None, :] - centre[:, 1, None, None]) ** 2) < radius[:, None, None] ** 2  # (K, H, W)
+        top = np.where(covered.any(0), count - 1 - covered[::-1].argmax(0), count)  # last disc drawn, or background
+        image = np.clip(colours[top], 0, 1).transpose(2, 0, 1)  # (C, H, W)
+        return torch.from_numpy(np.ascontiguousarray(image)), int(classes[top[size // 2, size // 2]])
+
+
+def _suggest(name: str) -> str:
+    close = difflib.get_close_matches(name, [d.split(":")[0] for d in DATASETS], n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _torchvision():
+    """torchvision, imported on first use: importing it takes seconds, and synthetic data does not need it."""
+    import torchvision
+    import torchvision.transforms.v2
+
+    return torchvision
+
+
+def _to_tensor(image_size: int | None, natural: int) -> Callable:
+    v2 = _torchvision().transforms.v2
+    steps = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
+    if image_size is not None and image_size != natural:
+        steps.append(v2.Resize((image_size, image_size), antialias=True))
+    return v2.Compose(steps)
+
+
+def _torchvision_dataset(name: str, make: Callable[[bool], Dataset], root: Path, download: bool) -> Dataset:
+    """`make(download)`, with torchvision's "not found" and network errors turned into one sentence."""
+    try:
+        return make(download)
+    except (RuntimeError, urllib.error.URLError, OSError) as error:
+        why = "downloads are off ($DISSIPATE_OFFLINE)" if not download else \
+            f"it could not be downloaded ({str(error).splitlines()[0][:100]})"
+        raise DatasetNotFoundError(
+            f"{name} is not in {root} and {why}; run once with network access, copy the dataset into that directory, "
+            "or point --data-dir (or $DISSIPATE_DATA) at a directory that has it") from None
+
+
+def _stage_debian_fashion_mnist(raw: Path) -> None:
+    """Unpack the Debian package's gzipped IDX files into torchvision's raw folder, where it expects them."""
+    for gz in sorted(DEBIAN_FASHION_MNIST.glob("*-ubyte.gz")):
+        target = raw / gz.name[:-3]
+        if not target.exists():
+            raw.mkdir(parents=True, exist_ok=True)
+            with gzip.open(gz, "rb") as source:
+                atomic_write(target, lambda f, source=source: shutil.copyfileobj(source, f))
+
+
+def load_data(spec: str, *, train: bool = False, image_size: int | None = None, in_chans: int | None = None,
+              length: int = 256, root: str | os.PathLike | None = None, download: bool | None = None,
+              seed: int = 0) -> ImageData:
+    """The dataset named by `spec` (one of DATASETS), its test split unless `train`.
+
+    `image_size` resizes (and is the size of synthetic images, 32 by default); `in_chans` and `length` shape synthetic
+    images only; `download` defaults to `downloads_allowed()`.
+    """
+    root_dir = data_dir(root)
+    download = downloads_allowed() if download is None else download
+    name, _, path = spec.partition(":")
+    if name == "synthetic":
+        size, chans = image_size or 32, in_chans or 3
+        mean, std = (0.5,) * chans, (0.25,) * chans
+        return ImageData(spec, DeadLeaves(length, size, chans, seed), 10, chans, size, mean, std)
+    if name in ("cifar10", "cifar100"):
+        datasets = _torchvision().datasets
+        cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+        transform = _to_tensor(image_size, 32)
+        dataset = _torchvision_dataset(name, lambda dl: cls(root_dir, train=train, transform=transform, download=dl),
+                                       root_dir, download)
+        mean, std = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)) if name == "cifar10" else \
+            ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+        return ImageData(name, dataset, len(dataset.classes), 3, image_size or 32, mean, std)
+    if name == "fashion-mnist":
+        _stage_debian_fashion_mnist(root_dir / "FashionMNIST" / "raw")
+        transform = _to_tensor(image_size, 28)
+        dataset = _torchvision_dataset(
+            name, lambda dl: _torchvision().datasets.FashionMNIST(root_dir, train=train, transform=transform, download=dl),
+            root_dir, download)
+        return ImageData(name, dataset, 10, 1, image_size or 28, (0.2860,), (0.3530,))
+    if name in ("folder", "imagenet") and path:
+        return _image_folder(name, Path(path).expanduser(), train, image_size or 224)
+    raise InvalidArgumentError(f"unknown dataset {spec!r}{_suggest(name)}; choose one of {', '.join(DATASETS)}")
+
+
+def _image_folder(name: str, path: Path, train: bool, image_size: int) -> ImageData:
+    """ImageFolder over `path` (for imagenet: its train/ or val/ split), resized and centre-cropped to
+    `image_size` as ImageNet evaluation does (shorter side to 8/7 of the crop)."""
+    if name == "imagenet":
+        path = path / ("train" if train else "val")
+    if not path.is_dir():
+        raise DatasetNotFoundError(f"{name}: no directory {path}; expected one subdirectory of images per class")
+    torchvision = _torchvision()
+    v2 = torchvision.transforms.v2
+    transform = v2.Compose([v2.ToImage(), v2.Resize(image_size * 8 // 7, antialias=True), v2.CenterCrop(image_size),
+                            v2.ToDtype(torch.float32, scale=True)])
+    try:
+        dataset = torchvision.datasets.ImageFolder(str(path), transform=transform)
+    except (FileNotFoundError, OSError) as error:
+        raise DatasetNotFoundError(f"{name}: {path} holds no images in class subdirectories ({error})") from None
+    return ImageData(f"{name}:{path}", dataset, len(dataset.classes), 3, image_size, IMAGENET_MEAN, IMAGENET_STD)

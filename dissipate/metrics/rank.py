@@ -1,0 +1,90 @@
+"""How many directions a layer's features span: effective, numerical and stable rank of the channel covariance.
+
+Proposition 3.1: for one input, ReLU acts as a projection whose rank is the number of active neurons; over a probe set
+the rank of the channel covariance shows how many independent directions are left.
+
+Every rank here is a function of sigma, the singular values of the (C, C) channel covariance matrix (its
+eigenvalues, since it is symmetric and positive semi-definite). The effective rank uses sigma itself, not sigma^2.
+
+References:
+    Roy and Vetterli. The effective rank: a measure of effective dimensionality. EUSIPCO 2007.
+    Rudelson and Vershynin. Sampling from large matrices: an approach through geometric functional analysis. 2007.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._validate import channels_by_position, channels_last_matrix, check_tensor
+
+# nrank counts sigma_i > NRANK_TOL * sigma_max. Features are float32 and their covariance is summed from float32
+# products, whose rounding leaves the null space at about 1e-7..1e-6 of sigma_max; 1e-5 sits well above that.
+NRANK_TOL = 1e-5
+
+
+def channel_covariance(features: torch.Tensor) -> torch.Tensor:
+    """(C, C) covariance of the channels, samples and positions pooled (float64, divided by N - 1)."""
+    check_tensor(features, "features")
+    x = channels_last_matrix(features.detach()).double()
+    return torch.cov(x.T).reshape(x.shape[1], x.shape[1])
+
+
+def singular_values(covariance: torch.Tensor) -> torch.Tensor:
+    """sigma: the singular values of a symmetric PSD matrix, descending (float64)."""
+    return torch.linalg.eigvalsh(covariance.double()).abs().flip(0)
+
+
+def effective_rank(sigma: torch.Tensor) -> float:
+    """exp(H(p)) with p_i = sigma_i / sum(sigma), sigma the singular values (not their squares); in [1, C]."""
+    total = sigma.sum()
+    if total <= 0:
+        return float("nan")
+    p = sigma[sigma > 0] / total
+    return math.exp(-(p * p.log()).sum().item())
+
+
+def numerical_rank(sigma: torch.Tensor, tol: float = NRANK_TOL) -> int:
+    """Number of sigma_i > tol * sigma_max."""
+    return int((sigma > tol * sigma.max()).sum()) if sigma.numel() and sigma.max() > 0 else 0
+
+
+def stable_rank(sigma: torch.Tensor) -> float:
+    """sum(sigma^2) / sigma_max^2; in [1, C], and never above the numerical rank."""
+    top = sigma.max() if sigma.numel() else torch.tensor(0.0)
+    return (sigma.square().sum() / top.square()).item() if top > 0 else float("nan")
+
+
+class ChannelCovariance:
+    """Streaming channel covariance: per-channel sums and X^T X, float32 products added up in float64.
+    Memory: C^2, whatever the probe size."""
+
+    columns = ("erank", "nrank", "srank")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.sum: torch.Tensor | float = 0.0
+        self.gram: torch.Tensor | float = 0.0
+
+    def update(self, features: torch.Tensor) -> None:
+        x = channels_by_position(features.detach().float())  # (B, C, N)
+        channels = x.shape[1]
+        gram = 0.0
+        # per-sample X X^T with batched GEMMs straight on the (B, C, N) layout: no transposed copy of the features;
+        # chunks keep the (chunk, C, C) products under 64 MiB
+        for part in x.split(max(1, 2 ** 24 // channels ** 2)):
+            gram = gram + torch.bmm(part, part.transpose(1, 2)).sum(0)
+        self.gram = self.gram + gram.double()
+        self.sum = self.sum + x.sum(-1).sum(0).double()
+        self.count += x.shape[0] * x.shape[2]
+
+    def covariance(self) -> torch.Tensor:
+        mean = self.sum / self.count
+        return (self.gram - self.count * torch.outer(mean, mean)) / max(self.count - 1, 1)
+
+    def result(self) -> dict[str, float]:
+        if self.count < 2:
+            return dict.fromkeys(self.columns, float("nan"))
+        sigma = singular_values(self.covariance())
+        return {"erank": effective_rank(sigma), "nrank": numerical_rank(sigma), "srank": stable_rank(sigma)}

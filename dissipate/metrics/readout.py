@@ -1,0 +1,174 @@
+"""How much of the input a linear read-out recovers from a layer's features.
+
+At every pixel of the input, the read-out predicts the pixel's channels from the layer's features upsampled
+(bilinearly) to the input size: one ridge map from C features (plus an intercept) to the image's channels, shared
+across positions, fit on one half of the probe set and scored with R^2 on the other. The halves alternate by sample
+index (even: fit, odd: score), so the split needs no knowledge of the probe set's size. The ridge penalty is chosen
+inside the fitting half (fit on indices 0 mod 4, validated on 2 mod 4, over RIDGE_GRID), then the map is refit on the
+whole half: a wide layer seen at few positions would otherwise overfit and score below zero.
+
+Everything is streamed through sufficient statistics (F^T F, F^T Y, sums of Y and Y^2 per half), and the upsampling is
+never materialised: with U the bilinear upsampling operator, the upsampled features' Gram matrix is G^T (U^T U) G and
+their cross-product with the image is G^T (U^T Y), both computed at the features' own resolution.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import InvalidArgumentError
+from ._validate import check_tensor
+
+# Ridge penalties tried, relative to the mean feature variance (trace of the centred F^T F / C).
+RIDGE_GRID = tuple(10.0 ** k for k in range(-6, 4))
+
+
+@functools.lru_cache(maxsize=64)
+def _upsampling_matrix(size_in: int, size_out: int) -> torch.Tensor:
+    """(size_out, size_in) matrix of 1-D bilinear interpolation, exactly as F.interpolate(align_corners=False)."""
+    eye = torch.eye(size_in, dtype=torch.float64).reshape(size_in, 1, size_in, 1)
+    return F.interpolate(eye, size=(size_out, 1), mode="bilinear", align_corners=False)[:, 0, :, 0].T.contiguous()
+
+
+def as_feature_map(features: torch.Tensor) -> torch.Tensor | None:
+    """(B, C, h, w) view of features: feature maps as they are, vectors (B, C) as 1x1 maps; None for anything else
+    (tokens, volumes), whose positions do not map onto the image's pixels."""
+    if features.ndim == 4:
+        return features
+    if features.ndim == 2:
+        return features[:, :, None, None]
+    return None
+
+
+class _Stats:
+    """Sufficient statistics of one part of the probe set: F^T F, F^T Y over pixels (the intercept channel last),
+    and per-channel sums of Y^2."""
+
+    def __init__(self) -> None:
+        self.ftf: torch.Tensor | float = 0.0
+        self.fty: torch.Tensor | float = 0.0
+        self.y_sq: torch.Tensor | float = 0.0
+        self.pixels = 0  # per image channel
+
+    def update(self, feats: torch.Tensor, images: torch.Tensor) -> None:
+        """`feats`: (B, C+1, h, w) with the intercept channel last; `images`: (B, k, H, W)."""
+        (h, w), (height, width) = feats.shape[-2:], images.shape[-2:]
+        if (h, w) == (height, width):  # U = I
+            gram_feats, projected = feats, images
+        else:
+            up_h = _upsampling_matrix(h, height).to(feats.device, torch.float32)  # (H, h)
+            up_w = _upsampling_matrix(w, width).to(feats.device, torch.float32)  # (W, w)
+            gram_feats = torch.einsum("ph,bchw,qw->bcpq", up_h.T @ up_h, feats, up_w.T @ up_w)  # (U^T U) G
+            projected = torch.einsum("Hh,bkHW,Ww->bkhw", up_h, images, up_w)  # U^T Y, at the features' resolution
+        self.ftf = self.ftf + torch.einsum("bchw,bdhw->cd", feats, gram_feats).double()
+        self.fty = self.fty + torch.einsum("bchw,bkhw->ck", feats, projected).double()
+        self.y_sq = self.y_sq + images.square().sum((0, 2, 3), dtype=torch.float64)
+        self.pixels += images.shape[0] * height * width
+
+    def __add__(self, other: _Stats) -> _Stats:
+        total = _Stats()
+        total.ftf, total.fty = self.ftf + other.ftf, self.fty + other.fty
+        total.y_sq, total.pixels = self.y_sq + other.y_sq, self.pixels + other.pixels
+        return total
+
+    @property
+    def y_sum(self) -> torch.Tensor:
+        return self.fty[-1]  # the intercept channel's row: sum of Y
+
+    def sse(self, weights: torch.Tensor) -> torch.Tensor:
+        """Sum of squared errors of the map `weights` (C+1, k) on these samples: Y^T Y - 2 W^T F^T Y + W^T F^T F W."""
+        return self.y_sq.sum() - 2 * (weights * self.fty).sum() + (weights * (self.ftf @ weights)).sum()
+
+    def sst(self) -> torch.Tensor:
+        return (self.y_sq - self.y_sum.square() / self.pixels).sum()
+
+    def ridge_maps(self, penalties: tuple[float, ...]) -> list[torch.Tensor]:
+        """The ridge maps (C+1, k) for each relative penalty, the intercept unpenalised (solved on centred stats)."""
+        n, feat_sum = self.pixels, self.ftf[:-1, -1]
+        centred_ftf = self.ftf[:-1, :-1] - torch.outer(feat_sum, feat_sum) / n
+        centred_fty = self.fty[:-1] - torch.outer(feat_sum, self.y_sum) / n
+        eigvals, eigvecs = torch.linalg.eigh(centred_ftf)
+        scale = eigvals.sum().clamp_min(1e-12) / len(eigvals)
+        rotated = eigvecs.T @ centred_fty
+        maps = []
+        for penalty in penalties:
+            slope = eigvecs @ (rotated / (eigvals.clamp_min(0) + penalty * scale)[:, None])
+            intercept = (self.y_sum - feat_sum @ slope) / n
+            maps.append(torch.cat([slope, intercept[None]]))
+        return maps
+
+
+class LinearReadout:
+    """Streaming ridge read-out of the input from a site's features; `r2()` after all updates, then
+    `reconstruct(features)` for the images the map makes (used by SSIM and DISTS)."""
+
+    columns = ("recon_r2",)
+
+    def __init__(self, penalties: tuple[float, ...] = RIDGE_GRID) -> None:
+        self.penalties = penalties
+        self.fit_a, self.fit_b, self.score_half = _Stats(), _Stats(), _Stats()
+        self._weights: torch.Tensor | None = None
+        self.penalty: float | None = None  # the chosen one
+
+    @staticmethod
+    def _with_intercept(feats: torch.Tensor) -> torch.Tensor:
+        return torch.cat([feats.float(), feats.new_ones(feats[:, :1].shape, dtype=torch.float32)], dim=1)
+
+    def update(self, features: torch.Tensor, images: torch.Tensor, index: torch.Tensor) -> None:
+        """`index`: (B,) the samples' indices in the probe set, which decide their part (0, 2 mod 4: fit; odd: score)."""
+        feats = as_feature_map(features.detach())
+        if feats is None:
+            return
+        feats, images = self._with_intercept(feats), images.float()
+        for part, chosen in ((self.fit_a, index % 4 == 0), (self.fit_b, index % 4 == 2), (self.score_half, index % 2 == 1)):
+            if chosen.any():
+                part.update(feats[chosen], images[chosen])
+
+    @property
+    def weights(self) -> torch.Tensor | None:
+        """(C+1, k) ridge map from features (and intercept, last row) to image channels; None before any fit data."""
+        if self._weights is None and self.fit_a.pixels:
+            if self.fit_b.pixels and len(self.penalties) > 1:
+                errors = [self.fit_b.sse(w).item() for w in self.fit_a.ridge_maps(self.penalties)]
+                self.penalty = self.penalties[min(range(len(errors)), key=errors.__getitem__)]
+            else:
+                self.penalty = self.penalties[0]
+            self._weights = (self.fit_a + self.fit_b if self.fit_b.pixels else self.fit_a).ridge_maps((self.penalty,))[0]
+        return self._weights
+
+    def r2(self) -> float:
+        """1 - SSE / SST on the scoring half, channels pooled; NaN without data in both halves."""
+        weights, held_out = self.weights, self.score_half
+        if weights is None or not held_out.pixels:
+            return float("nan")
+        sst = held_out.sst()
+        return (1 - held_out.sse(weights) / sst).item() if sst > 0 else float("nan")
+
+    def result(self) -> dict[str, float]:
+        return {"recon_r2": self.r2()}
+
+    def reconstruct(self, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor | None:
+        """The read-out's images (B, k, *size) from `features`; None where there is no map or no spatial layout."""
+        feats = as_feature_map(features.detach())
+        if feats is None or self.weights is None:
+            return None
+        low_res = torch.einsum("bchw,ck->bkhw", self._with_intercept(feats), self.weights.float())
+        return F.interpolate(low_res, size=size, mode="bilinear", align_corners=False)
+
+
+def reconstruction_r2(features: torch.Tensor, images: torch.Tensor, penalties: tuple[float, ...] = RIDGE_GRID) -> float:
+    """R^2 of the linear read-out of `images` (B, k, H, W) from `features` (B, C, h, w) or (B, C): fit on the
+    even-indexed samples (penalty chosen among them), scored on the odd ones."""
+    check_tensor(features, "features", max_ndim=4)
+    check_tensor(images, "images", min_ndim=4, max_ndim=4)
+    if features.shape[0] != images.shape[0] or features.shape[0] < 2:
+        raise InvalidArgumentError(f"features and images must hold the same samples (at least 2): "
+                                   f"got {features.shape[0]} and {images.shape[0]}")
+    if as_feature_map(features) is None:
+        raise InvalidArgumentError(f"features: expected (B, C) or (B, C, h, w), got shape {tuple(features.shape)}")
+    readout = LinearReadout(penalties)
+    readout.update(features, images, torch.arange(features.shape[0], device=features.device))
+    return readout.r2()

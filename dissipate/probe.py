@@ -1,0 +1,382 @@
+"""The probe: how much of the input survives at every activation site of a model.
+
+data -> model -> recorder -> metrics -> DataFrame. `probe(model, data)` returns one row per site, identity columns
+first (site, depth, kind, module, channels), then the metric columns of DESIGN.md section 3:
+
+- survival (of the pre-activation): surviving, dead, always_on
+- moments: pre_mean, pre_var (the pre-activation); in_mean, in_var, in_s2 (the layer's input, taken as the previous
+  site's output in forward order, the image for the first site)
+- rank (of the post-activation channel covariance): erank, nrank, srank
+- cka (post-activation against the [0, 1] image): cka_input
+- recon (linear read-out of the image from the post-activation): recon_r2
+- ssim, dists (between the image and that read-out): ssim_input; dists_input, dists_noise
+
+Metrics that need the read-out's images (ssim, dists) take a second pass over the scoring half, once the read-out
+is fit. Everything else is computed in one pass and kept as per-channel statistics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, ContextManager, Iterable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from .data import ImageData, downloads_allowed, load_data
+from .errors import InvalidArgumentError
+from .metrics import ChannelCovariance, ChannelSurvival, LinearReadout, MinibatchCKA, Moments
+from .metrics.cka import gram_linear
+from .metrics.perceptual import DistsUnavailable, as_rgb, load_dists, ssim_per_image
+from .record import Site, record
+
+METRIC_COLUMNS: dict[str, tuple[str, ...]] = {
+    "survival": ("surviving", "dead", "always_on"),
+    "moments": ("pre_mean", "pre_var", "in_mean", "in_var", "in_s2"),
+    "rank": ("erank", "nrank", "srank"),
+    "cka": ("cka_input",),
+    "recon": ("recon_r2",),
+    "ssim": ("ssim_input",),
+    "dists": ("dists_input", "dists_noise"),
+}
+METRICS = tuple(METRIC_COLUMNS)
+IDENTITY_COLUMNS = ("site", "depth", "kind", "module", "channels")
+Progress = Callable[[Iterable, int, str], ContextManager[Iterable]]  # (items, length, label) -> wrapped items
+
+
+class ProbeNotice(UserWarning):
+    """Something the probe could not compute, said once (such as DISTS without its weight files)."""
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """What to measure and how; saved beside every probe output."""
+
+    metrics: tuple[str, ...] = METRICS  # metric families (keys of METRIC_COLUMNS); all by default
+    num_images: int = 256  # probe images; half fit the read-out, half score it
+    batch_size: int = 64  # also the minibatch of the minibatch CKA
+    device: str = "auto"  # auto: cuda where present, else cpu
+    seed: int = 0  # which images of a real dataset, and the DISTS noise reference
+    calibrate_bn: bool | None = None  # BN running stats from the probe data; None: when no BN has seen data yet
+    include: tuple[str, ...] = ()  # globs of extra module paths to record as sites
+    dists_images: int = 64  # DISTS runs a VGG16 per site and image: scored on at most this many held-out images
+    download: bool = field(default_factory=downloads_allowed)  # may DISTS weights (and data) be fetched
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "metrics", tuple(parse_metrics(self.metrics)))
+        for name in ("num_images", "batch_size", "dists_images"):
+            if getattr(self, name) < 1:
+                raise InvalidArgumentError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise InvalidArgumentError(f"unknown device {self.device!r}; choose auto, cpu or cuda")
+
+
+def parse_metrics(names: Iterable[str]) -> list[str]:
+    """Metric families in canonical order from names or comma-separated lists; raises on an unknown name."""
+    requested = [part.strip() for name in names for part in name.split(",") if part.strip()]
+    for name in requested:
+        if name not in METRIC_COLUMNS:
+            close = difflib.get_close_matches(name, METRICS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise InvalidArgumentError(f"unknown metric {name!r}{hint}; choose from {', '.join(METRICS)}")
+    if not requested:
+        raise InvalidArgumentError(f"no metric requested; choose from {', '.join(METRICS)}")
+    return [name for name in METRICS if name in requested]
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidArgumentError(f"device {device!r} asked for, but torch sees no CUDA device here")
+    return torch.device(device)
+
+
+@dataclass
+class Batch:
+    """What every site's metrics share within one batch."""
+
+    images: torch.Tensor  # (B, C, H, W) in [0, 1]
+    index: torch.Tensor | None = None  # (B,) the samples' indices in the probe set (they split the read-out's halves)
+    image_gram: torch.Tensor | None = None  # (B, B) linear Gram of the images, for CKA
+    dists_images: int = 0  # second pass: how many of this batch's images DISTS scores
+
+
+class SiteStats:
+    """The streaming accumulators of one site, for the requested metric families."""
+
+    def __init__(self, site: Site, metrics: Sequence[str]):
+        self.site = site
+        self.channels = 0
+        self.survival = ChannelSurvival() if "survival" in metrics else None
+        self.pre = Moments() if "moments" in metrics else None
+        self.post = Moments() if "moments" in metrics else None  # the next site's input moments
+        self.covariance = ChannelCovariance() if "rank" in metrics else None
+        self.cka = MinibatchCKA() if "cka" in metrics else None
+        needs_readout = any(m in metrics for m in ("recon", "ssim", "dists"))
+        self.readout = LinearReadout() if needs_readout else None
+        self.wants_ssim = "ssim" in metrics
+        self.ssim_sum, self.ssim_count = 0.0, 0
+        self.dists_sum, self.dists_count = 0.0, 0
+        self.dists: nn.Module | None = None  # piq's DISTS, set for the second pass when available
+
+    def update(self, pre: torch.Tensor, post: torch.Tensor, batch: Batch) -> None:
+        self.channels = post.shape[-1] if post.ndim == 3 else post.shape[1]
+        if self.survival:
+            self.survival.update(pre)
+        if self.pre:
+            self.pre.update(pre)
+            self.post.update(post)
+        if self.covariance:
+            self.covariance.update(post)
+        if self.cka and batch.image_gram is not None:
+            self.cka.update(gram_linear(post), batch.image_gram)
+        if self.readout:
+            self.readout.update(post, batch.images, batch.index)
+
+    def score(self, post: torch.Tensor, batch: Batch) -> None:
+        """Second pass: SSIM and DISTS between the scoring half's images and their read-out from this site."""
+        recon = self.readout.reconstruct(post, batch.images.shape[-2:])
+        if recon is None:
+            return
+        recon = recon.clamp(0, 1)
+        if self.wants_ssim:
+            self.ssim_sum += ssim_per_image(recon, batch.images).sum().item()
+            self.ssim_count += len(recon)
+        if self.dists is not None and batch.dists_images:
+            count = batch.dists_images
+            self.dists_sum += self.dists(as_rgb(recon[:count]), as_rgb(batch.images[:count])).sum().item()
+            self.dists_count += count
+
+    def row(self, input_moments: tuple[float, float, float], metrics: Sequence[str]) -> dict:
+        row = {"site": self.site.name, "depth": self.site.depth, "kind": self.site.kind,
+               "module": self.site.module_type, "channels": self.channels}
+        if self.survival:
+            row.update(self.survival.result())
+        if self.pre:
+            pre_mean, pre_var, _ = self.pre.result()
+            row.update(pre_mean=pre_mean, pre_var=pre_var, in_mean=input_moments[0], in_var=input_moments[1],
+                       in_s2=input_moments[2])
+        if self.covariance:
+            row.update(self.covariance.result())
+        if self.cka:
+            row["cka_input"] = self.cka.result()
+        if "recon" in metrics:
+            row["recon_r2"] = self.readout.r2()
+        if self.wants_ssim:
+            row["ssim_input"] = self.ssim_sum / self.ssim_count if self.ssim_count else float("nan")
+        if "dists" in metrics:
+            row["dists_input"] = self.dists_sum / self.dists_count if self.dists_count else float("nan")
+        return row
+
+
+def _as_image_data(data: ImageData | str | torch.Tensor, model: nn.Module, config: ProbeConfig) -> ImageData:
+    if isinstance(data, ImageData):
+        return data
+    if isinstance(data, str):
+        spec = getattr(model, "spec", None)
+        return load_data(data, in_chans=spec.in_chans if spec else None, length=config.num_images,
+                         download=config.download, seed=config.seed)
+    if isinstance(data, torch.Tensor):
+        if data.ndim != 4 or not data.is_floating_point() or data.min() < 0 or data.max() > 1:
+            raise InvalidArgumentError(f"images: expected a float tensor (N, C, H, W) in [0, 1], "
+                                       f"got {data.dtype} of shape {tuple(data.shape)}")
+        mean, std = data.mean((0, 2, 3)), data.std((0, 2, 3)).clamp_min(1e-6)
+        dataset = torch.utils.data.TensorDataset(data, torch.zeros(len(data), dtype=torch.long))
+        return ImageData("tensor", dataset, 0, data.shape[1], data.shape[-1], tuple(mean.tolist()),
+                         tuple(std.tolist()))
+    raise InvalidArgumentError(f"data: expected a dataset name, ImageData or image tensor, got {type(data).__name__}")
+
+
+def _model_name(model: nn.Module) -> str:
+    return getattr(getattr(model, "spec", None), "name", type(model).__name__)
+
+
+def _batches(data: ImageData, dataset, config: ProbeConfig, device: torch.device,
+             progress: Progress | None = None, label: str = "") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(sample indices, images in [0, 1]) per batch, on `device`, streamed (never all in memory)."""
+    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=False, num_workers=0)
+    wrap = progress or (lambda items, length, label: contextlib.nullcontext(items))
+    start = 0
+    with wrap(loader, len(loader), label) as bar:
+        for images, _ in bar:
+            images = images.to(device, torch.float32)
+            if not torch.isfinite(images).all():
+                raise InvalidArgumentError(f"{data.name} has NaN or infinite pixels in images {start} to "
+                                           f"{start + len(images) - 1}")
+            yield torch.arange(start, start + len(images), device=device), images
+            start += len(images)
+
+
+@contextlib.contextmanager
+def _explain_forward_errors(model: nn.Module, data: ImageData) -> Iterator[None]:
+    """A forward pass that fails on the data's images (wrong size or channels) becomes one sentence."""
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        raise InvalidArgumentError(f"{_model_name(model)} ran out of memory on this device; "
+                                   "lower the batch size") from None
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[0][:160]
+        raise InvalidArgumentError(f"{_model_name(model)} cannot take {data.name} images of "
+                                   f"{data.in_chans}x{data.image_size}x{data.image_size}: {reason}") from None
+
+
+def _forward(model: nn.Module, data: ImageData, images: torch.Tensor) -> None:
+    with _explain_forward_errors(model, data):
+        model(data.normalize(images))
+
+
+def _batch_norms(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def needs_bn_calibration(model: nn.Module) -> bool:
+    """True when the model has batch norm and none of it has seen a batch (a model at initialisation)."""
+    norms = _batch_norms(model)
+    return bool(norms) and all(m.num_batches_tracked is not None and int(m.num_batches_tracked) == 0 for m in norms)
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: nn.Module, inputs: Iterable[torch.Tensor]) -> None:
+    """Set every BN's running statistics to the mean and variance over `inputs` (what the model sees): one pass in
+    training mode with a cumulative average, no gradients. The model is left in eval mode."""
+    norms = _batch_norms(model)
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative moving average: every batch weighs the same
+    model.train()
+    try:
+        for x in inputs:
+            model(x)
+    finally:
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum
+        model.eval()
+
+
+def _check_finite_weights(model: nn.Module) -> None:
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise InvalidArgumentError(f"{_model_name(model)}'s {name} holds NaN or infinite values "
+                                       "(a diverged run?); probe an earlier checkpoint")
+
+
+def probe(model: nn.Module, data: ImageData | str | torch.Tensor = "synthetic", config: ProbeConfig | None = None,
+          progress: Progress | None = None, **overrides) -> pd.DataFrame:
+    """Measure every activation site of `model` on `data`; one row per site, in forward order.
+
+    `data` is an ImageData, a dataset name (DATASETS) or a tensor of images in [0, 1]. Settings come from `config`
+    (a ProbeConfig) with keyword `overrides` of its fields, e.g. `probe(model, "synthetic", num_images=512)`.
+    `progress(items, length, label)`, when given, wraps each pass over the batches (the CLI's progress bar).
+
+    A model whose batch norm has never seen data is calibrated on the probe set first (`calibrate_bn`): that is what
+    "at initialisation" means here. The model is moved to the probe's device. The frame's `attrs` hold the resolved
+    config, the model's and the data's names.
+    """
+    config = dataclasses.replace(config or ProbeConfig(), **overrides)
+    device = resolve_device(config.device)
+    data = _as_image_data(data, model, config)
+    dataset = data.subset(config.num_images, config.seed)
+    _check_finite_weights(model)
+    model.to(device)
+    was_training = model.training
+    calibrate = needs_bn_calibration(model) if config.calibrate_bn is None else config.calibrate_bn
+    try:
+        if calibrate:
+            with _explain_forward_errors(model, data):
+                calibrate_batchnorm(model, (data.normalize(images) for _, images in
+                                            _batches(data, dataset, config, device, progress, "Calibrating BN")))
+        model.eval()
+        stats, image_moments = _measure(model, data, dataset, config, device, progress)
+        dists_noise = _score_readouts(model, data, dataset, config, device, stats, progress)
+    finally:
+        model.train(was_training)
+
+    rows, layer_input = [], image_moments
+    for site_stats in stats.values():
+        rows.append(site_stats.row(layer_input, config.metrics))
+        layer_input = site_stats.post.result() if site_stats.post else layer_input
+    frame = pd.DataFrame(rows, columns=[*IDENTITY_COLUMNS, *(c for m in config.metrics for c in METRIC_COLUMNS[m])])
+    if "dists" in config.metrics:
+        frame["dists_noise"] = dists_noise
+    _check_finite_moments(frame)
+    frame.attrs.update(model=_model_name(model), data=data.name, calibrated_bn=calibrate,
+                       config=dataclasses.asdict(config))
+    return frame
+
+
+@torch.no_grad()
+def _measure(model, data, dataset, config, device, progress) -> tuple[dict[str, SiteStats], tuple]:
+    """The one pass over every probe image: each site's accumulators, and the moments of the normalised images."""
+    stats: dict[str, SiteStats] = {}
+    image_moments = Moments()
+    batch = Batch(torch.empty(0))
+
+    def on_site(site: Site, pre: torch.Tensor, post: torch.Tensor) -> None:
+        if site.name not in stats:
+            stats[site.name] = SiteStats(site, config.metrics)
+        stats[site.name].update(pre, post, batch)
+
+    with record(model, on_site, config.include):
+        for index, images in _batches(data, dataset, config, device, progress, "Probing"):
+            gram = gram_linear(images) if "cka" in config.metrics and len(images) >= 4 else None
+            batch = Batch(images, index=index, image_gram=gram)
+            image_moments.update(data.normalize(images))
+            _forward(model, data, images)
+    return stats, image_moments.result()
+
+
+@torch.no_grad()
+def _score_readouts(model, data, dataset, config, device, stats, progress) -> float:
+    """The second pass, over the read-out's scoring half (odd sample indices): SSIM and DISTS at every site.
+    Returns DISTS between the images and noise of their mean and variance (NaN without DISTS)."""
+    wants_ssim = "ssim" in config.metrics
+    dists = None
+    if "dists" in config.metrics:
+        try:
+            dists = load_dists(config.download).to(device)
+        except DistsUnavailable as unavailable:
+            warnings.warn(str(unavailable), ProbeNotice, stacklevel=3)
+    if not wants_ssim and dists is None:
+        return float("nan")
+    for site_stats in stats.values():
+        site_stats.dists = dists
+
+    batch = Batch(torch.empty(0))
+    noise_distances: list[torch.Tensor] = []
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    held_out = Subset(dataset, range(1, len(dataset), 2))
+
+    def on_site(site: Site, pre: torch.Tensor, post: torch.Tensor) -> None:
+        if site.name in stats:
+            stats[site.name].score(post, batch)
+
+    with record(model, on_site, config.include):
+        for _, images in _batches(data, held_out, config, device, progress, "Scoring read-outs"):
+            dists_images = min(len(images), config.dists_images - sum(map(len, noise_distances))) if dists else 0
+            batch = Batch(images, dists_images=dists_images)
+            _forward(model, data, images)
+            if dists_images:
+                reference = images[:dists_images]
+                noise = (reference.mean((2, 3), keepdim=True) + reference.std((2, 3), keepdim=True)
+                         * torch.randn(reference.shape, generator=generator, device=device)).clamp(0, 1)
+                noise_distances.append(dists(as_rgb(noise), as_rgb(reference)))
+    return torch.cat(noise_distances).mean().item() if noise_distances else float("nan")
+
+
+def _check_finite_moments(frame: pd.DataFrame) -> None:
+    if "pre_mean" not in frame:
+        return
+    bad = ~np.isfinite(frame[["pre_mean", "pre_var"]].to_numpy(dtype=float)).all(axis=1)
+    if bad.any():
+        raise InvalidArgumentError(f"the pre-activations at {frame.loc[bad, 'site'].iloc[0]} are NaN or infinite: "
+                                   "the model or its inputs overflow; check the checkpoint and the data")

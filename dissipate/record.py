@@ -1,0 +1,123 @@
+"""Record every activation site of a model with forward hooks, on models nobody here wrote.
+
+A site is an activation module's path in the model (`layer1.0.act2`), with `#k` added for the k-th extra call of a
+module used more than once in one forward pass (torchvision's resnet18 reuses one in-place ReLU per block: `relu`,
+then `relu#1`). Each call hands the site's pre-activation (the module's input) and post-activation (its output) to a
+callback, which keeps whatever it needs. In-place activations are switched to out-of-place while recording, so the
+pre-activation is not overwritten, and switched back afterwards.
+
+Functional activations (`F.relu(x)`, `torch.relu(x)`) are not modules, and no hook can see them; a model that has
+only those is refused with that reason rather than recorded as an empty table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from .errors import InvalidArgumentError
+
+# torch's element-wise activation modules, and the class names other libraries (timm) give theirs
+ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+    nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Softsign, nn.Threshold,
+)
+ACTIVATION_NAMES = frozenset(
+    {"relu", "relu6", "leakyrelu", "prelu", "elu", "selu", "celu", "gelu", "gelutanh", "quickgelu", "silu", "swish",
+     "mish", "hardswish", "hardsigmoid", "hardtanh", "sigmoid", "tanh", "softplus", "starrelu"})
+KINDS = ("plain", "residual", "pnnh", "unknown")
+
+SiteCallback = Callable[["Site", torch.Tensor, torch.Tensor], None]
+
+
+def is_activation(module: nn.Module) -> bool:
+    return isinstance(module, ACTIVATION_TYPES) or type(module).__name__.lower() in ACTIVATION_NAMES
+
+
+@dataclass(frozen=True)
+class Site:
+    """One activation site: where it is, its place in the forward pass, and what its pre-activation is made of."""
+
+    name: str  # module path, with `#k` for the k-th repeated call
+    depth: int  # 1-based order of first call in the forward pass
+    kind: str  # plain / residual / pnnh / unknown
+    module_type: str
+
+
+def site_kind(model: nn.Module, path: str) -> str:
+    """The kind a module declares for the site at `path`: the nearest ancestor with a `site_kinds` dict
+    ({relative path: kind}) naming it; "unknown" for models that declare nothing."""
+    parts = path.split(".")
+    for cut in range(len(parts) - 1, -1, -1):
+        ancestor = model.get_submodule(".".join(parts[:cut]))
+        kinds = getattr(ancestor, "site_kinds", None)
+        if isinstance(kinds, dict) and ".".join(parts[cut:]) in kinds:
+            return kinds[".".join(parts[cut:])]
+    return "unknown"
+
+
+def find_sites(model: nn.Module, include: Sequence[str] = ()) -> dict[str, nn.Module]:
+    """{path: module} for every activation module, plus any module whose path matches a glob in `include`
+    (recorded as if it were an activation: its input is the pre-, its output the post-activation)."""
+    found = {name: module for name, module in model.named_modules()
+             if name and (is_activation(module) or any(fnmatch.fnmatchcase(name, p) for p in include))}
+    if not found:
+        hint = f" or matches {', '.join(include)}" if include else ""
+        raise InvalidArgumentError(
+            f"{type(model).__name__} has no activation module{hint} to hook: if its forward calls functional "
+            "activations (F.relu, torch.relu, ...), no forward hook can see them; replace those calls with modules "
+            "(nn.ReLU()) or name modules to record with include=[...]")
+    return found
+
+
+class Recording:
+    """The sites seen so far, in forward order (filled as the model runs)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.sites: dict[str, Site] = {}
+        self.calls: dict[str, int] = {}  # per forward pass: how many times each module has run
+
+    def site(self, path: str, module: nn.Module) -> Site:
+        count = self.calls.get(path, 0)
+        self.calls[path] = count + 1
+        name = path if count == 0 else f"{path}#{count}"
+        if name not in self.sites:
+            self.sites[name] = Site(name, len(self.sites) + 1, site_kind(self.model, path), type(module).__name__)
+        return self.sites[name]
+
+
+@contextlib.contextmanager
+def record(model: nn.Module, callback: SiteCallback, include: Sequence[str] = ()) -> Iterator[Recording]:
+    """Within the block, every forward pass of `model` calls `callback(site, pre, post)` at each activation site.
+
+    Raises InvalidArgumentError, before any forward pass, when the model has nothing to hook."""
+    sites = find_sites(model, include)
+    recording = Recording(model)
+    inplace = {path: module.inplace for path, module in sites.items() if getattr(module, "inplace", False) is True}
+
+    def start_pass(module: nn.Module, args: tuple) -> None:
+        recording.calls.clear()
+
+    def make_hook(path: str) -> Callable:
+        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            if args and isinstance(args[0], torch.Tensor) and isinstance(output, torch.Tensor):
+                callback(recording.site(path, module), args[0], output)
+        return hook
+
+    handles = [model.register_forward_pre_hook(start_pass)]
+    try:
+        for path in inplace:
+            sites[path].inplace = False
+        handles += [module.register_forward_hook(make_hook(path)) for path, module in sites.items()]
+        yield recording
+    finally:
+        for handle in handles:
+            handle.remove()
+        for path, flag in inplace.items():
+            sites[path].inplace = flag

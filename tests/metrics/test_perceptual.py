@@ -1,0 +1,44 @@
+import pytest
+import torch
+
+from dissipate.metrics import DISTS_FILES, DistsUnavailable, load_dists, ssim_per_image
+
+
+def test_ssim_is_one_for_identical_images_and_lower_for_noise():
+    x = torch.rand(4, 3, 32, 32)
+    assert ssim_per_image(x, x) == pytest.approx(torch.ones(4))
+    assert (ssim_per_image(x, torch.rand(4, 3, 32, 32)) < 0.2).all()
+
+
+def test_ssim_narrows_its_window_for_small_images():
+    x = torch.rand(2, 1, 8, 8)
+    assert ssim_per_image(x, x).shape == (2,)
+
+
+def test_dists_without_its_weight_files_says_where_to_put_them(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(DistsUnavailable) as unavailable:
+        load_dists(download=False)
+    message = str(unavailable.value)
+    assert str(tmp_path / "hub" / "checkpoints") in message
+    assert all(name in message for name in DISTS_FILES) and "\n" not in message
+
+
+def test_dists_runs_piqs_code_on_synthetic_weight_files(monkeypatch, dists_torch_home):
+    monkeypatch.setenv("TORCH_HOME", str(dists_torch_home))
+    dists = load_dists(download=False)
+    x = torch.rand(3, 3, 32, 32)
+    assert dists(x, x) == pytest.approx(torch.zeros(3), abs=1e-5)  # alpha and beta sum to 1
+    farther = dists(x, torch.rand(3, 3, 32, 32))
+    nearer = dists(x, (x + 0.05 * torch.randn_like(x)).clamp(0, 1))
+    assert (farther > nearer).all() and (nearer > 0).all()
+
+
+def test_dists_weight_files_that_do_not_load_are_reported(monkeypatch, tmp_path):
+    checkpoints = tmp_path / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    for name in DISTS_FILES:
+        (checkpoints / name).write_bytes(b"not a checkpoint")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(DistsUnavailable, match="do not load"):
+        load_dists(download=False)

@@ -1,0 +1,152 @@
+import gzip
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dissipate import data as data_module
+from dissipate.data import DatasetNotFoundError, DeadLeaves, data_dir, load_data
+from dissipate.errors import InvalidArgumentError
+
+
+def test_synthetic_images_are_deterministic_and_independent_of_the_set_size():
+    short, long = load_data("synthetic", length=4), load_data("synthetic", length=100)
+    image, label = short.dataset[3]
+    assert torch.equal(image, long.dataset[3][0]) and label == long.dataset[3][1]
+    assert image.shape == (3, 32, 32) and 0 <= image.min() and image.max() <= 1 and 0 <= label < 10
+    assert not torch.equal(image, load_data("synthetic", length=4, seed=1).dataset[3][0])
+    assert not torch.equal(image, short.dataset[2][0])
+
+
+def test_synthetic_size_channels_and_statistics():
+    grey = load_data("synthetic", image_size=48, in_chans=1, length=64)
+    images = torch.stack([grey.dataset[i][0] for i in range(64)])
+    assert images.shape == (64, 1, 48, 48) and (grey.in_chans, grey.image_size) == (1, 48)
+    assert 0.3 < images.mean() < 0.7 and images.std() > 0.1  # not blank, not saturated
+    with pytest.raises(IndexError):
+        grey.dataset[64]
+
+
+def test_dead_leaves_has_power_law_radii_and_covers_the_image():
+    leaves = DeadLeaves(1, image_size=64)
+    assert (leaves.r_min, leaves.r_max) == (2.0, 32.0)
+    image = leaves[0][0]
+    assert torch.unique(image.reshape(3, -1), dim=1).shape[1] > 20  # many discs, not one colour
+
+
+def write_cifar(root, folder, files, label_key, meta_file, meta_key, count=6):
+    """Tiny CIFAR pickles in torchvision's on-disk layout (the real ones hold 10,000 images per file)."""
+    base = root / folder
+    base.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for name in files:
+        pixels = rng.integers(0, 256, size=(count, 3072), dtype=np.uint8)
+        arrays[name] = pixels
+        with open(base / name, "wb") as f:
+            pickle.dump({"data": pixels, label_key: list(range(count))}, f)
+    with open(base / meta_file, "wb") as f:
+        pickle.dump({meta_key: [f"class{i}" for i in range(10 if folder.startswith("cifar-10-") else 100)]}, f)
+    return arrays
+
+
+@pytest.fixture
+def no_md5(monkeypatch):
+    """The real files' md5 sums cannot match tiny ones: skip only that check, the loading code is torchvision's."""
+    monkeypatch.setattr("torchvision.datasets.cifar.check_integrity", lambda *args, **kwargs: True)
+
+
+def test_cifar10_loads_through_torchvision(tmp_path, no_md5):
+    files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    arrays = write_cifar(tmp_path, "cifar-10-batches-py", files, "labels", "batches.meta", "label_names")
+    source = load_data("cifar10", root=tmp_path)
+    image, label = source.dataset[2]
+    expected = torch.from_numpy(arrays["test_batch"][2].reshape(3, 32, 32)).float() / 255
+    assert torch.allclose(image, expected) and label == 2
+    assert (len(source.dataset), source.num_classes, source.in_chans, source.image_size) == (6, 10, 3, 32)
+    assert len(load_data("cifar10", root=tmp_path, train=True).dataset) == 30
+
+
+def test_cifar100_loads_through_torchvision(tmp_path, no_md5):
+    write_cifar(tmp_path, "cifar-100-python", ["train", "test"], "fine_labels", "meta", "fine_label_names")
+    source = load_data("cifar100", root=tmp_path, image_size=16)
+    assert source.num_classes == 100 and source.dataset[0][0].shape == (3, 16, 16)
+
+
+def write_idx(path, array: np.ndarray, compress: bool = False):
+    """An IDX file (the MNIST format): magic (0, 0, ubyte=0x08, ndim), big-endian dims, then the bytes."""
+    payload = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload += array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(payload) if compress else payload)
+
+
+def write_fashion_mnist(directory, compress: bool, count=5):
+    directory.mkdir(parents=True)
+    suffix = ".gz" if compress else ""
+    images = np.random.default_rng(0).integers(0, 256, size=(count, 28, 28))
+    for split in ("train", "t10k"):
+        write_idx(directory / f"{split}-images-idx3-ubyte{suffix}", images, compress)
+        write_idx(directory / f"{split}-labels-idx1-ubyte{suffix}", np.arange(count) % 10, compress)
+    return images
+
+
+def test_fashion_mnist_loads_through_torchvision(tmp_path):
+    images = write_fashion_mnist(tmp_path / "FashionMNIST" / "raw", compress=False)
+    source = load_data("fashion-mnist", root=tmp_path)
+    image, label = source.dataset[4]
+    assert image.shape == (1, 28, 28) and label == 4
+    assert torch.allclose(image[0], torch.from_numpy(images[4]).float() / 255)
+
+
+def test_fashion_mnist_is_read_from_the_debian_package_files(tmp_path, monkeypatch):
+    debian = tmp_path / "usr-share-datasets"
+    images = write_fashion_mnist(debian, compress=True)
+    monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST", debian)
+    source = load_data("fashion-mnist", root=tmp_path / "data", train=True)
+    assert len(source.dataset) == 5
+    assert torch.allclose(source.dataset[1][0][0], torch.from_numpy(images[1]).float() / 255)
+
+
+@pytest.mark.parametrize("kind", ["folder", "imagenet"])
+def test_image_folders(tmp_path, kind):
+    root = tmp_path / "val" if kind == "imagenet" else tmp_path
+    for cls in ("cat", "dog"):
+        (root / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((40, 30, 3), 60 * i, dtype=np.uint8)).save(root / cls / f"{i}.png")
+    source = load_data(f"{kind}:{tmp_path}", image_size=24)
+    assert (len(source.dataset), source.num_classes, source.image_size) == (6, 2, 24)
+    assert source.dataset[4][0].shape == (3, 24, 24) and source.dataset[4][1] == 1
+
+
+def test_a_missing_dataset_names_itself_the_directory_and_the_fix(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as missing:
+        load_data("cifar10", root=tmp_path)
+    message = str(missing.value)
+    assert "cifar10" in message and str(tmp_path) in message and "--data-dir" in message and "\n" not in message
+    with pytest.raises(DatasetNotFoundError, match="no directory"):
+        load_data(f"folder:{tmp_path / 'nowhere'}")
+
+
+def test_unknown_dataset_suggests_the_nearest():
+    with pytest.raises(InvalidArgumentError, match="did you mean 'cifar10'"):
+        load_data("cifar-10")
+
+
+def test_data_dir_resolution(monkeypatch, tmp_path):
+    monkeypatch.setenv("DISSIPATE_DATA", str(tmp_path / "env"))
+    assert data_dir() == tmp_path / "env" and data_dir(tmp_path / "arg") == tmp_path / "arg"
+    monkeypatch.delenv("DISSIPATE_DATA")
+    assert data_dir().parts[-2:] == (".cache", "dissipate")
+
+
+def test_subset_is_seeded_and_bounded():
+    source = load_data("synthetic", length=50)
+    first, again = source.subset(10, seed=3), source.subset(10, seed=3)
+    assert first.indices == again.indices and first.indices == sorted(first.indices)
+    assert source.subset(10, seed=4).indices != first.indices
+    with pytest.raises(InvalidArgumentError, match="has 50 images; asked for 51"):
+        source.subset(51)

@@ -1,0 +1,32 @@
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from dissipate.plots import _probe_panels, plot_probe
+
+
+def probe_frame(with_dists: bool) -> pd.DataFrame:
+    depth = np.arange(1, 7)
+    frame = pd.DataFrame({"site": [f"s{d}" for d in depth], "depth": depth, "kind": ["plain", "residual"] * 3,
+                          "channels": 16, "surviving": 0.5, "erank": 8.0, "cka_input": 1 / depth,
+                          "recon_r2": 1 / depth ** 2, "dists_input": 0.1 * depth if with_dists else np.nan,
+                          "dists_noise": 0.7 if with_dists else np.nan})
+    frame.attrs.update(model="m", data="synthetic")
+    return frame
+
+
+def test_probe_figure_has_a_panel_per_available_column(tmp_path):
+    assert [title for title, _, _ in _probe_panels(probe_frame(False))] == [
+        "surviving fraction", "effective rank / channels", "linear CKA with the input", "linear read-out R$^2$"]
+    panels = _probe_panels(probe_frame(True))
+    assert panels[-1][0] == "DISTS(input, read-out)" and panels[-1][2] == "dists_noise"
+    assert (panels[1][1] == 0.5).all()  # erank / channels
+
+
+def test_probe_figure_is_written_as_png(tmp_path):
+    for with_dists in (False, True):
+        path = tmp_path / f"probe{with_dists}.png"
+        plot_probe(probe_frame(with_dists), path)
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.width > 800
+    assert not list(tmp_path.glob(".*.tmp"))

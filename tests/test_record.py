@@ -1,0 +1,86 @@
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from dissipate.errors import InvalidArgumentError
+from dissipate.models import create_model
+from dissipate.record import find_sites, record
+
+
+def recorded(model: nn.Module, x: torch.Tensor, **kwargs) -> dict[str, tuple]:
+    """{site name: (site, pre, post)} from one forward pass."""
+    seen = {}
+    with record(model, lambda site, pre, post: seen.__setitem__(site.name, (site, pre, post)), **kwargs):
+        with torch.no_grad():
+            model.eval()(x)
+    return seen
+
+
+def test_torchvision_resnet18_reused_inplace_relu_gives_numbered_sites_and_keeps_its_flags():
+    model = torchvision.models.resnet18()
+    seen = recorded(model, torch.randn(2, 3, 64, 64))
+    assert list(seen)[:5] == ["relu", "layer1.0.relu", "layer1.0.relu#1", "layer1.1.relu", "layer1.1.relu#1"]
+    assert len(seen) == 17 and [s.depth for s, _, _ in seen.values()] == list(range(1, 18))
+    assert all(m.inplace for m in model.modules() if isinstance(m, nn.ReLU))  # switched back
+    site, pre, post = seen["layer1.0.relu#1"]
+    assert (pre < 0).any() and torch.equal(post, pre.clamp_min(0))  # the pre-activation was not overwritten
+    assert site.kind == "unknown" and site.module_type == "ReLU"
+
+
+def test_torchvision_vgg11():
+    model = torchvision.models.vgg11()
+    seen = recorded(model, torch.randn(2, 3, 32, 32))
+    assert list(seen)[:3] == ["features.1", "features.4", "features.7"]
+    assert len(seen) == 10 and list(seen)[-2:] == ["classifier.1", "classifier.4"]
+    assert all(m.inplace for m in model.modules() if isinstance(m, nn.ReLU))
+
+
+def test_flags_come_back_even_when_the_forward_pass_fails():
+    model = torchvision.models.resnet18()
+    with pytest.raises(RuntimeError):
+        recorded(model, torch.randn(2, 5, 64, 64))  # wrong channel count
+    assert all(m.inplace for m in model.modules() if isinstance(m, nn.ReLU))
+    assert not model.relu._forward_hooks and not model._forward_pre_hooks
+
+
+class FunctionalNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return F.relu(self.conv(x))
+
+
+def test_functional_activations_are_reported_not_recorded_as_nothing():
+    with pytest.raises(InvalidArgumentError, match=r"functional activations \(F.relu"):
+        find_sites(FunctionalNet())
+
+
+def test_include_records_named_modules():
+    seen = recorded(FunctionalNet(), torch.randn(2, 3, 8, 8), include=["con*"])
+    assert list(seen) == ["conv"] and seen["conv"][1].shape == (2, 3, 8, 8)
+
+
+def test_a_module_called_twice_per_pass_has_stable_names_over_passes():
+    act = nn.ReLU()
+    model = nn.Sequential(nn.Linear(4, 4), act, nn.Linear(4, 4), act)
+    names = []
+    with record(model, lambda site, pre, post: names.append(site.name)):
+        model(torch.randn(2, 4))
+        model(torch.randn(2, 4))
+    assert names == ["1", "1#1", "1", "1#1"]
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("resnet20", {"act1": "plain", "layer1.0.act1": "plain", "layer1.0.act2": "residual"}),
+    ("plain20", {"layer1.0.act2": "plain"}),
+    ("pnnh20", {"layer1.0.act1": "pnnh", "layer1.0.act2": "pnnh", "layer2.0.act2": "plain"}),
+    ("resnet50", {"layer1.0.act2": "plain", "layer1.0.act3": "residual"}),
+    ("vgg11", {"features.2": "plain", "classifier.1": "plain"}),
+])
+def test_our_models_declare_each_sites_kind(name, expected):
+    seen = recorded(create_model(name), torch.randn(2, 3, 32, 32))
+    assert {site: seen[site][0].kind for site in expected} == expected
