@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, ContextManager, Iterable, List, Optional, TypeVar
 
 import pandas as pd
+import torch
 import typer
 
 from . import __version__
@@ -111,7 +112,8 @@ def probe(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     out: Path = typer.Option(Path("probe-out"), help="Directory for probe.csv, probe.json and probe.png."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="Output format on stdout."),
-    seed: int = typer.Option(0, help="Which images of a real dataset; the DISTS noise reference."),
+    seed: int = typer.Option(0, help="The initial weights (without --checkpoint), which images of a real dataset, "
+                                     "and the DISTS noise reference."),
 ) -> None:
     """How much of the input survives at every activation site: one row per site, printed and saved in --out."""
     config = ProbeConfig(metrics=tuple(metrics), num_images=num_images, batch_size=batch_size, device=device,
@@ -125,6 +127,7 @@ def probe(
         raise CheckpointError(f"{checkpoint} holds a model for {expected_chans}-channel images, and {images.name} "
                               f"has {images.in_chans}-channel images")
     build = dict(num_classes=images.num_classes, in_chans=images.in_chans, image_size=images.image_size)
+    torch.manual_seed(seed)  # the same --seed gives the same network at initialisation
     net = model_from_checkpoint(saved, model, str(checkpoint), **build) if saved else create_model(model, **build)
 
     with warnings.catch_warnings(record=True) as notices:

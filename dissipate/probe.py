@@ -113,16 +113,14 @@ class SiteStats:
     """The streaming accumulators of one site, for the requested metric families."""
 
     def __init__(self, site: Site, metrics: Sequence[str]):
-        self.site = site
+        self.site, self.metrics = site, frozenset(metrics)
         self.channels = 0
         self.survival = ChannelSurvival() if "survival" in metrics else None
         self.pre = Moments() if "moments" in metrics else None
         self.post = Moments() if "moments" in metrics else None  # the next site's input moments
         self.covariance = ChannelCovariance() if "rank" in metrics else None
         self.cka = MinibatchCKA() if "cka" in metrics else None
-        needs_readout = any(m in metrics for m in ("recon", "ssim", "dists"))
-        self.readout = LinearReadout() if needs_readout else None
-        self.wants_ssim = "ssim" in metrics
+        self.readout = LinearReadout() if self.metrics & {"recon", "ssim", "dists"} else None
         self.ssim_sum, self.ssim_count = 0.0, 0
         self.dists_sum, self.dists_count = 0.0, 0
         self.dists: nn.Module | None = None  # piq's DISTS, set for the second pass when available
@@ -147,7 +145,7 @@ class SiteStats:
         if recon is None:
             return
         recon = recon.clamp(0, 1)
-        if self.wants_ssim:
+        if "ssim" in self.metrics:
             self.ssim_sum += ssim_per_image(recon, batch.images).sum().item()
             self.ssim_count += len(recon)
         if self.dists is not None and batch.dists_images:
@@ -155,7 +153,7 @@ class SiteStats:
             self.dists_sum += self.dists(as_rgb(recon[:count]), as_rgb(batch.images[:count])).sum().item()
             self.dists_count += count
 
-    def row(self, input_moments: tuple[float, float, float], metrics: Sequence[str]) -> dict:
+    def row(self, input_moments: tuple[float, float, float]) -> dict:
         row = {"site": self.site.name, "depth": self.site.depth, "kind": self.site.kind,
                "module": self.site.module_type, "channels": self.channels}
         if self.survival:
@@ -168,11 +166,11 @@ class SiteStats:
             row.update(self.covariance.result())
         if self.cka:
             row["cka_input"] = self.cka.result()
-        if "recon" in metrics:
+        if "recon" in self.metrics:
             row["recon_r2"] = self.readout.r2()
-        if self.wants_ssim:
+        if "ssim" in self.metrics:
             row["ssim_input"] = self.ssim_sum / self.ssim_count if self.ssim_count else float("nan")
-        if "dists" in metrics:
+        if "dists" in self.metrics:
             row["dists_input"] = self.dists_sum / self.dists_count if self.dists_count else float("nan")
         return row
 
@@ -303,7 +301,7 @@ def probe(model: nn.Module, data: ImageData | str | torch.Tensor = "synthetic", 
 
     rows, layer_input = [], image_moments
     for site_stats in stats.values():
-        rows.append(site_stats.row(layer_input, config.metrics))
+        rows.append(site_stats.row(layer_input))
         layer_input = site_stats.post.result() if site_stats.post else layer_input
     frame = pd.DataFrame(rows, columns=[*IDENTITY_COLUMNS, *(c for m in config.metrics for c in METRIC_COLUMNS[m])])
     if "dists" in config.metrics:

@@ -116,3 +116,12 @@ def test_probe_refuses_a_checkpoint_for_other_images(capsys, tmp_path):
                            "--data", f"folder:{tmp_path / 'images'}")
     assert code == 2 and err.count("\n") == 1
     assert "holds a model for 1-channel images, and folder:" in err and "has 3-channel images" in err
+
+
+def test_probe_seed_fixes_the_network_at_initialisation(capsys, tmp_path):
+    def run(seed: str) -> str:
+        code, out, err = run_cli(capsys, "probe", "--model", "resnet20", "--num-images", "8", "--metrics", "moments",
+                                 "--format", "csv", "--seed", seed, "--out", str(tmp_path))
+        assert code == 0, err
+        return out
+    assert run("1") == run("1") != run("2")
