@@ -99,7 +99,7 @@ def record(model: nn.Module, callback: SiteCallback, include: Sequence[str] = ()
     Raises InvalidArgumentError, before any forward pass, when the model has nothing to hook."""
     sites = find_sites(model, include)
     recording = Recording(model)
-    inplace = {path: module.inplace for path, module in sites.items() if getattr(module, "inplace", False) is True}
+    inplace = [path for path, module in sites.items() if getattr(module, "inplace", False) is True]
 
     def start_pass(module: nn.Module, args: tuple) -> None:
         recording.calls.clear()
@@ -119,5 +119,5 @@ def record(model: nn.Module, callback: SiteCallback, include: Sequence[str] = ()
     finally:
         for handle in handles:
             handle.remove()
-        for path, flag in inplace.items():
-            sites[path].inplace = flag
+        for path in inplace:
+            sites[path].inplace = True
