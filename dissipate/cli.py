@@ -22,7 +22,7 @@ from . import __version__
 from ._io import atomic_write
 from .checkpoint import model_from_checkpoint, read_checkpoint
 from .data import DATASETS, load_data
-from .errors import CheckpointError, DissipateError
+from .errors import CheckpointError, DissipateError, InvalidArgumentError
 from .models import create_model, get_model_entry, model_table, select_models
 from .plots import plot_probe
 from .probe import METRICS, ProbeConfig, ProbeNotice
@@ -54,6 +54,24 @@ def progress(items: Iterable[T], length: int | None = None, label: str = "") -> 
     if sys.stderr.isatty():
         return typer.progressbar(items, length=length, label=label, file=sys.stderr)
     return contextlib.nullcontext(items)
+
+
+def parse_model_args(items: Iterable[str]) -> dict[str, object]:
+    """{"coder_ratio": 0.5, ...} from ["coder_ratio=0.5", ...]: ints, floats and true/false as such, else strings."""
+    parsed: dict[str, object] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidArgumentError(f"--model-arg expects KEY=VALUE (e.g. downsample_block=original), got {item!r}")
+        value: object = {"true": True, "false": False}.get(text.lower(), text)
+        for number in (int, float):
+            try:
+                value = number(text)
+                break
+            except ValueError:
+                pass
+        parsed[key.strip()] = value
+    return parsed
 
 
 def _number(value: float) -> str:
@@ -99,6 +117,8 @@ PROBE_TABLE_COLUMNS = ("site", "depth", "kind", "channels", "surviving", "dead",
 @app.command()
 def probe(
     model: str = typer.Option(..., "--model", "-m", help="Model name (see `dissipate models`)."),
+    model_args: List[str] = typer.Option([], "--model-arg", help="A model option as KEY=VALUE, repeatable (e.g. "
+                                                                 "downsample_block=original, act=gelu, stem=cifar)."),
     checkpoint: Optional[Path] = typer.Option(None, help="A dissipate checkpoint, or a bare state_dict of --model; "
                                                          "without one the model is probed at initialisation."),
     data: str = typer.Option("synthetic", help=f"One of: {', '.join(DATASETS)}."),
@@ -118,6 +138,7 @@ def probe(
     """How much of the input survives at every activation site: one row per site, printed and saved in --out."""
     config = ProbeConfig(metrics=tuple(metrics), num_images=num_images, batch_size=batch_size, device=device,
                          seed=seed, calibrate_bn=checkpoint is None)
+    options = parse_model_args(model_args)
     get_model_entry(model)  # an unknown name fails here, with suggestions, before any data is loaded
     saved = read_checkpoint(checkpoint) if checkpoint else None
     expected_chans = saved.get("in_chans") if saved else None
@@ -126,7 +147,10 @@ def probe(
     if expected_chans is not None and expected_chans != images.in_chans:
         raise CheckpointError(f"{checkpoint} holds a model for {expected_chans}-channel images, and {images.name} "
                               f"has {images.in_chans}-channel images")
-    build = dict(num_classes=images.num_classes, in_chans=images.in_chans, image_size=images.image_size)
+    if options and saved and saved["format"] is not None:
+        raise InvalidArgumentError(f"--model-arg is for a model at initialisation or a bare state_dict; {checkpoint} "
+                                   f"records its own: {saved['model_kwargs']}")
+    build = dict(num_classes=images.num_classes, in_chans=images.in_chans, image_size=images.image_size, **options)
     torch.manual_seed(seed)  # the same --seed gives the same network at initialisation
     net = model_from_checkpoint(saved, model, str(checkpoint), **build) if saved else create_model(model, **build)
 
@@ -139,7 +163,8 @@ def probe(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "probe.csv", lambda f: f.write(frame.to_csv(index=False).encode()))
     atomic_write(out / "probe.json", lambda f: f.write(frame.to_json(orient="records", indent=2).encode()))
-    run = {"model": model, "checkpoint": str(checkpoint) if checkpoint else None, "data": images.name,
+    run = {"model": model, "model_kwargs": net.spec.kwargs, "checkpoint": str(checkpoint) if checkpoint else None,
+           "data": images.name,
            "image_size": images.image_size, **frame.attrs}
     atomic_write(out / "probe_config.json", lambda f: f.write(json.dumps(run, indent=2, default=str).encode()))
     plot_probe(frame, out / "probe.png", title=f"{model} ({'checkpoint' if checkpoint else 'init'}) on {images.name}")

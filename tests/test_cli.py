@@ -56,6 +56,8 @@ def test_models_json_and_table(capsys):
     (["probe", "--model", "vgg11", "--image-size", "16"], "vgg11 cannot take synthetic images of 3x16x16"),
     (["probe", "--model", "plain35"], "unknown model 'plain35'; did you mean plain34"),
     (["probe", "--model", "resnet20", "--data", "mnist"], "unknown dataset 'mnist'"),
+    (["probe", "--model", "pnnh20", "--model-arg", "coder"], "--model-arg expects KEY=VALUE"),
+    (["probe", "--model", "pnnh20", "--model-arg", "coder=1"], "model 'pnnh20' takes no argument coder; it takes"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, args, message):
     code, out, err = run_cli(capsys, *args)
@@ -125,3 +127,15 @@ def test_probe_seed_fixes_the_network_at_initialisation(capsys, tmp_path):
         assert code == 0, err
         return out
     assert run("1") == run("1") != run("2")
+
+
+def test_probe_model_args_reach_the_model(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "probe", "--model", "pnnh20", "--model-arg", "downsample_block=original",
+                             "--model-arg", "coder_ratio=0.5", "--num-images", "8", "--metrics", "survival",
+                             "--format", "csv", "--out", str(tmp_path))
+    assert code == 0, err
+    table = pd.read_csv(io.StringIO(out)).set_index("site")
+    assert table.loc["layer2.0.act2", "kind"] == "residual"  # the original block where the stage downsamples
+    assert table.loc["layer1.0.act1", "channels"] == 16 + 2 * 8  # learner + the coder's +/- pair at k = C / 2
+    config = json.loads((tmp_path / "probe_config.json").read_text())
+    assert config["model_kwargs"] == {"stem": "cifar", "downsample_block": "original", "coder_ratio": 0.5}
