@@ -84,3 +84,16 @@ def test_a_module_called_twice_per_pass_has_stable_names_over_passes():
 def test_our_models_declare_each_sites_kind(name, expected):
     seen = recorded(create_model(name), torch.randn(2, 3, 32, 32))
     assert {site: seen[site][0].kind for site in expected} == expected
+
+
+class GELUTanh(nn.Module):
+    """An activation class of another library (timm names its own like this), not a subclass of torch's."""
+
+    def forward(self, x):
+        return F.gelu(x, approximate="tanh")
+
+
+def test_activation_classes_of_other_libraries_are_found_by_name():
+    model = nn.Sequential(nn.Linear(4, 8), GELUTanh(), nn.Linear(8, 2))
+    seen = recorded(model, torch.randn(3, 4))
+    assert list(seen) == ["1"] and seen["1"][0].module_type == "GELUTanh"
