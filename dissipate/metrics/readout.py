@@ -43,30 +43,28 @@ def as_feature_map(features: torch.Tensor) -> torch.Tensor | None:
     return None
 
 
+def _at_feature_resolution(feats: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """((U^T U) G, U^T Y): the upsampled features' Gram factor and their cross-product with the image, both at the
+    features' own (h, w), U being the bilinear upsampling from (h, w) to the image's (H, W)."""
+    (h, w), (height, width) = feats.shape[-2:], images.shape[-2:]
+    if (h, w) == (height, width):  # U = I
+        return feats, images
+    up_h = _upsampling_matrix(h, height).to(feats.device, torch.float32)  # (H, h)
+    up_w = _upsampling_matrix(w, width).to(feats.device, torch.float32)  # (W, w)
+    mixed = torch.einsum("ph,bchw,qw->bcpq", up_h.T @ up_h, feats, up_w.T @ up_w)
+    projected = torch.einsum("Hh,bkHW,Ww->bkhw", up_h, images, up_w)
+    return mixed, projected
+
+
 class _Stats:
     """Sufficient statistics of one part of the probe set: F^T F, F^T Y over pixels (the intercept channel last),
-    and per-channel sums of Y^2."""
+    per-channel sums of Y^2, and the pixel count per image channel."""
 
     def __init__(self) -> None:
         self.ftf: torch.Tensor | float = 0.0
         self.fty: torch.Tensor | float = 0.0
         self.y_sq: torch.Tensor | float = 0.0
-        self.pixels = 0  # per image channel
-
-    def update(self, feats: torch.Tensor, images: torch.Tensor) -> None:
-        """`feats`: (B, C+1, h, w) with the intercept channel last; `images`: (B, k, H, W)."""
-        (h, w), (height, width) = feats.shape[-2:], images.shape[-2:]
-        if (h, w) == (height, width):  # U = I
-            gram_feats, projected = feats, images
-        else:
-            up_h = _upsampling_matrix(h, height).to(feats.device, torch.float32)  # (H, h)
-            up_w = _upsampling_matrix(w, width).to(feats.device, torch.float32)  # (W, w)
-            gram_feats = torch.einsum("ph,bchw,qw->bcpq", up_h.T @ up_h, feats, up_w.T @ up_w)  # (U^T U) G
-            projected = torch.einsum("Hh,bkHW,Ww->bkhw", up_h, images, up_w)  # U^T Y, at the features' resolution
-        self.ftf = self.ftf + torch.einsum("bchw,bdhw->cd", feats, gram_feats).double()
-        self.fty = self.fty + torch.einsum("bchw,bkhw->ck", feats, projected).double()
-        self.y_sq = self.y_sq + images.square().sum((0, 2, 3), dtype=torch.float64)
-        self.pixels += images.shape[0] * height * width
+        self.pixels: torch.Tensor | float = 0.0  # a tensor on the features' device: no host sync per batch
 
     def __add__(self, other: _Stats) -> _Stats:
         total = _Stats()
@@ -109,7 +107,8 @@ class LinearReadout:
 
     def __init__(self, penalties: tuple[float, ...] = RIDGE_GRID) -> None:
         self.penalties = penalties
-        self.fit_a, self.fit_b, self.score_half = _Stats(), _Stats(), _Stats()
+        self.parts = (_Stats(), _Stats(), _Stats())  # fit (0 mod 4), validate the penalty (2 mod 4), score (odd)
+        self.fit_a, self.fit_b, self.score_half = self.parts
         self._weights: torch.Tensor | None = None
         self.penalty: float | None = None  # the chosen one
 
@@ -123,9 +122,24 @@ class LinearReadout:
         if feats is None:
             return
         feats, images = self._with_intercept(feats), images.float()
-        for part, chosen in ((self.fit_a, index % 4 == 0), (self.fit_b, index % 4 == 2), (self.score_half, index % 2 == 1)):
-            if chosen.any():
-                part.update(feats[chosen], images[chosen])
+        mixed, projected = _at_feature_resolution(feats, images)
+        feats, mixed, projected = feats.flatten(2), mixed.flatten(2), projected.flatten(2)  # (B, C+1 or k, h*w)
+        membership = torch.stack([index % 4 == 0, index % 4 == 2, index % 2 == 1]).float()  # (3 parts, B)
+        channels = feats.shape[1]
+        ftf = 0.0
+        # per-sample products by batched GEMM on the (B, C, h*w) layout (no transposed copies), summed into each part
+        # by a (3, B) matrix product; chunks keep the (chunk, C+1, C+1) products under 64 MiB
+        chunk = max(1, 2 ** 24 // channels ** 2)
+        for rows, f, m in zip(membership.split(chunk, 1), feats.split(chunk), mixed.split(chunk), strict=True):
+            ftf = ftf + (rows @ torch.bmm(f, m.transpose(1, 2)).flatten(1)).reshape(3, channels, channels)
+        fty = (membership @ torch.bmm(feats, projected.transpose(1, 2)).flatten(1)).reshape(3, channels, -1)
+        y_sq = membership @ images.square().sum((2, 3))  # (3, k)
+        pixels = membership.sum(1) * images.shape[-2] * images.shape[-1]
+        for part, stats in enumerate(self.parts):
+            stats.ftf = stats.ftf + ftf[part].double()
+            stats.fty = stats.fty + fty[part].double()
+            stats.y_sq = stats.y_sq + y_sq[part].double()
+            stats.pixels = stats.pixels + pixels[part].double()
 
     @property
     def weights(self) -> torch.Tensor | None:
@@ -136,7 +150,8 @@ class LinearReadout:
                 self.penalty = self.penalties[min(range(len(errors)), key=errors.__getitem__)]
             else:
                 self.penalty = self.penalties[0]
-            self._weights = (self.fit_a + self.fit_b if self.fit_b.pixels else self.fit_a).ridge_maps((self.penalty,))[0]
+            fit = self.fit_a + self.fit_b if self.fit_b.pixels else self.fit_a
+            self._weights = fit.ridge_maps((self.penalty,))[0]
         return self._weights
 
     def r2(self) -> float:
