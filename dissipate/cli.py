@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import json
 import math
 import sys
 import warnings
@@ -15,17 +14,14 @@ from pathlib import Path
 from typing import Callable, ContextManager, Iterable, List, Optional, TypeVar
 
 import pandas as pd
-import torch
 import typer
 
 from . import __version__
-from ._io import atomic_write
-from .checkpoint import model_from_checkpoint, read_checkpoint
+from .checkpoint import read_checkpoint
 from .data import DATASETS, load_data
-from .errors import CheckpointError, DissipateError, InvalidArgumentError
-from .models import create_model, get_model_entry, model_table, select_models
-from .plots import plot_probe
-from .probe import METRICS, ProbeConfig, ProbeNotice
+from .errors import DissipateError, InvalidArgumentError
+from .models import get_model_entry, model_table, select_models
+from .probe import METRICS, ProbeConfig, ProbeNotice, probe_model, save_probe
 from .probe import probe as run_probe
 
 T = TypeVar("T")
@@ -141,33 +137,18 @@ def probe(
     options = parse_model_args(model_args)
     get_model_entry(model)  # an unknown name fails here, with suggestions, before any data is loaded
     saved = read_checkpoint(checkpoint) if checkpoint else None
-    expected_chans = saved.get("in_chans") if saved else None
-    images = load_data(data, image_size=image_size, in_chans=expected_chans, length=num_images, root=data_dir,
-                       seed=seed)
-    if expected_chans is not None and expected_chans != images.in_chans:
-        raise CheckpointError(f"{checkpoint} holds a model for {expected_chans}-channel images, and {images.name} "
-                              f"has {images.in_chans}-channel images")
-    if options and saved and saved["format"] is not None:
-        raise InvalidArgumentError(f"--model-arg is for a model at initialisation or a bare state_dict; {checkpoint} "
-                                   f"records its own: {saved['model_kwargs']}")
-    build = dict(num_classes=images.num_classes, in_chans=images.in_chans, image_size=images.image_size, **options)
-    torch.manual_seed(seed)  # the same --seed gives the same network at initialisation
-    net = model_from_checkpoint(saved, model, str(checkpoint), **build) if saved else create_model(model, **build)
+    images = load_data(data, image_size=image_size, in_chans=saved.get("in_chans") if saved else None,
+                       length=num_images, root=data_dir, seed=seed)
+    net = probe_model(model, images, saved, str(checkpoint), seed, **options)
 
     with warnings.catch_warnings(record=True) as notices:
         warnings.simplefilter("always", ProbeNotice)
         frame = run_probe(net, images, config, progress=progress)
     for notice in {str(n.message) for n in notices if issubclass(n.category, ProbeNotice)}:
         typer.echo(f"note: {notice}", err=True)
-
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "probe.csv", lambda f: f.write(frame.to_csv(index=False).encode()))
-    atomic_write(out / "probe.json", lambda f: f.write(frame.to_json(orient="records", indent=2).encode()))
-    run = {"model": model, "model_kwargs": net.spec.kwargs, "checkpoint": str(checkpoint) if checkpoint else None,
-           "data": images.name,
-           "image_size": images.image_size, **frame.attrs}
-    atomic_write(out / "probe_config.json", lambda f: f.write(json.dumps(run, indent=2, default=str).encode()))
-    plot_probe(frame, out / "probe.png", title=f"{model} ({'checkpoint' if checkpoint else 'init'}) on {images.name}")
+    save_probe(frame, out, title=f"{model} ({'checkpoint' if checkpoint else 'init'}) on {images.name}",
+               model_kwargs=net.spec.kwargs, checkpoint=str(checkpoint) if checkpoint else None,
+               image_size=images.image_size)
 
     if fmt is OutputFormat.table:
         frame = frame[[c for c in PROBE_TABLE_COLUMNS if c in frame]]

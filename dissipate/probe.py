@@ -20,8 +20,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import json
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, ContextManager, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -30,8 +32,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from ._io import atomic_write
+from .checkpoint import model_from_checkpoint
 from .data import ImageData, downloads_allowed, load_data
-from .errors import InvalidArgumentError
+from .errors import CheckpointError, InvalidArgumentError
+from .models import create_model
+from .plots import plot_probe
 from .metrics import ChannelCovariance, ChannelSurvival, LinearReadout, MinibatchCKA, Moments
 from .metrics.cka import gram_linear
 from .metrics.perceptual import DistsUnavailable, as_rgb, load_dists, ssim_per_image
@@ -378,3 +384,34 @@ def _check_finite_moments(frame: pd.DataFrame) -> None:
     if bad.any():
         raise InvalidArgumentError(f"the pre-activations at {frame.loc[bad, 'site'].iloc[0]} are NaN or infinite: "
                                    "the model or its inputs overflow; check the checkpoint and the data")
+
+
+def probe_model(name: str, data: ImageData, checkpoint: dict | None = None, source: str = "checkpoint",
+                seed: int = 0, **options) -> nn.Module:
+    """The model `name` shaped for `data` (classes, channels, image size): with the weights of `checkpoint` (a dict
+    from `read_checkpoint`), or at initialisation from `seed` with model `options`."""
+    if checkpoint is not None:
+        expected = checkpoint.get("in_chans")
+        if expected is not None and expected != data.in_chans:
+            raise CheckpointError(f"{source} holds a model for {expected}-channel images, and {data.name} has "
+                                  f"{data.in_chans}-channel images")
+        if options and checkpoint["format"] is not None:
+            raise InvalidArgumentError(f"model options are for a model at initialisation or a bare state_dict; "
+                                       f"{source} records its own: {checkpoint['model_kwargs']}")
+    shape = dict(num_classes=data.num_classes, in_chans=data.in_chans, image_size=data.image_size, **options)
+    torch.manual_seed(seed)  # the same seed gives the same network at initialisation
+    if checkpoint is None:
+        return create_model(name, **shape)
+    return model_from_checkpoint(checkpoint, name, source, **shape)
+
+
+def save_probe(frame: pd.DataFrame, out: str | Path, title: str, **run) -> None:
+    """probe.csv and probe.json (the rows), probe_config.json (`run` and the frame's attrs) and probe.png, each
+    written atomically into `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "probe.csv", lambda f: f.write(frame.to_csv(index=False).encode()))
+    atomic_write(out / "probe.json", lambda f: f.write(frame.to_json(orient="records", indent=2).encode()))
+    settings = json.dumps({**run, **frame.attrs}, indent=2, default=str)
+    atomic_write(out / "probe_config.json", lambda f: f.write(settings.encode()))
+    plot_probe(frame, out / "probe.png", title=title)

@@ -6,11 +6,13 @@ import pytest
 import torch
 import torchvision
 
+from dissipate.checkpoint import read_checkpoint, save_checkpoint
 from dissipate.data import load_data
-from dissipate.errors import InvalidArgumentError
+from dissipate.errors import CheckpointError, InvalidArgumentError
 from dissipate.metrics import moments
 from dissipate.models import create_model
-from dissipate.probe import IDENTITY_COLUMNS, METRIC_COLUMNS, ProbeConfig, ProbeNotice, needs_bn_calibration, probe
+from dissipate.probe import (IDENTITY_COLUMNS, METRIC_COLUMNS, ProbeConfig, ProbeNotice, needs_bn_calibration, probe,
+                             probe_model)
 from dissipate.record import record
 
 SMALL = dict(num_images=24, batch_size=8, device="cpu")
@@ -150,3 +152,16 @@ def test_the_probe_on_cuda_matches_the_cpu(monkeypatch):
     numeric = [c for c in frames["cpu"].columns if c not in IDENTITY_COLUMNS and c != "nrank"]
     pd.testing.assert_frame_equal(frames["cuda"][numeric], frames["cpu"][numeric], rtol=1e-3, atol=1e-3)
     assert (frames["cuda"]["nrank"] - frames["cpu"]["nrank"]).abs().max() <= 1
+
+
+def test_probe_model_shapes_the_net_for_the_data_and_guards_checkpoints(tmp_path):
+    grey = load_data("synthetic", in_chans=1, image_size=28, length=4)
+    net = probe_model("pnnh20", grey, seed=3, coder_ratio=0.5)
+    assert (net.spec.in_chans, net.spec.kwargs) == (1, {"stem": "cifar", "coder_ratio": 0.5})
+    assert torch.equal(net.conv1.weight, probe_model("pnnh20", grey, seed=3, coder_ratio=0.5).conv1.weight)
+    save_checkpoint(tmp_path / "c.pt", create_model("resnet20"), dataset="synthetic", epoch=1, metrics={})
+    saved = read_checkpoint(tmp_path / "c.pt")
+    with pytest.raises(InvalidArgumentError, match="c.pt records its own"):
+        probe_model("resnet20", load_data("synthetic", length=4), saved, "c.pt", act="gelu")
+    with pytest.raises(CheckpointError, match="holds a model for 3-channel images, and synthetic has 1-channel"):
+        probe_model("resnet20", grey, saved, "c.pt")
