@@ -83,17 +83,20 @@ class DeadLeaves(Dataset):
     power law p(r) ~ r^-3 between `size`/32 (at least one pixel) and `size`/2. That density makes the image
     scale-invariant, with the edge and power-spectrum statistics of natural images (Lee, Mumford and Huang 2001).
 
-    Image `index` depends only on (seed, index, size, channels). Each disc takes one of `num_classes` palette colours
+    Image `index` depends only on (seed, index, size, channels, train): the train split's images are other images.
+    Each disc takes one of `num_classes` palette colours
     (with jitter); the label is the palette class of the disc that covers the image centre (or of the background),
     so that a small classifier has something to learn.
     """
 
-    def __init__(self, length: int, image_size: int = 32, in_chans: int = 3, seed: int = 0, num_classes: int = 10):
+    def __init__(self, length: int, image_size: int = 32, in_chans: int = 3, seed: int = 0, num_classes: int = 10,
+                 train: bool = False):
         if length < 1 or image_size < 1 or in_chans < 1:
             raise InvalidArgumentError(f"synthetic needs a positive length, size and channel count, got "
                                        f"{length}, {image_size}, {in_chans}")
         self.length, self.image_size, self.in_chans = length, image_size, in_chans
         self.seed, self.num_classes = seed, num_classes
+        self.split = 1 if train else 0  # last in each image's key: numpy keys [a, b] and [a, b, 0] are the same
         self.r_min, self.r_max = max(1.0, image_size / 32), image_size / 2
         mean_r2 = 2 * self.r_min ** 2 * self.r_max ** 2 * math.log(self.r_max / self.r_min) / (
             self.r_max ** 2 - self.r_min ** 2)  # E[r^2] under the r^-3 density
@@ -107,7 +110,7 @@ class DeadLeaves(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         if not 0 <= index < self.length:
             raise IndexError(index)
-        rng = np.random.default_rng([self.seed, index])
+        rng = np.random.default_rng([self.seed, index, self.split])
         size, count = self.image_size, self.num_discs
         u = rng.uniform(size=count)
         radius = (self.r_min ** -2 - u * (self.r_min ** -2 - self.r_max ** -2)) ** -0.5  # inverse CDF of r^-3
@@ -179,7 +182,7 @@ def load_data(spec: str, *, train: bool = False, image_size: int | None = None, 
     if name == "synthetic":
         size, chans = image_size or 32, in_chans or 3
         mean, std = (0.5,) * chans, (0.25,) * chans
-        return ImageData(spec, DeadLeaves(length, size, chans, seed), 10, chans, size, mean, std)
+        return ImageData(spec, DeadLeaves(length, size, chans, seed, train=train), 10, chans, size, mean, std)
     if name in ("cifar10", "cifar100"):
         datasets = _torchvision().datasets
         cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100

@@ -19,6 +19,8 @@ def test_synthetic_images_are_deterministic_and_independent_of_the_set_size():
     assert image.shape == (3, 32, 32) and 0 <= image.min() and image.max() <= 1 and 0 <= label < 10
     assert not torch.equal(image, load_data("synthetic", length=4, seed=1).dataset[3][0])
     assert not torch.equal(image, short.dataset[2][0])
+    train = load_data("synthetic", length=4, train=True).dataset
+    assert not any(torch.equal(short.dataset[i][0], train[j][0]) for i in range(4) for j in range(4))
 
 
 def test_synthetic_size_channels_and_statistics():
