@@ -30,7 +30,6 @@ ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
 ACTIVATION_NAMES = frozenset(
     {"relu", "relu6", "leakyrelu", "prelu", "elu", "selu", "celu", "gelu", "gelutanh", "quickgelu", "silu", "swish",
      "mish", "hardswish", "hardsigmoid", "hardtanh", "sigmoid", "tanh", "softplus", "starrelu"})
-KINDS = ("plain", "residual", "pnnh", "unknown")
 
 SiteCallback = Callable[["Site", torch.Tensor, torch.Tensor], None]
 
