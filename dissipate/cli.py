@@ -21,7 +21,10 @@ from .checkpoint import read_checkpoint
 from .data import DATASETS, load_data
 from .errors import DissipateError, InvalidArgumentError
 from .models import get_model_entry, model_table, select_models
+from . import bound_check as checks
+from .plots import plot_bound_check
 from .probe import METRICS, ProbeConfig, ProbeNotice, probe_model, save_probe
+from .theory import MonteCarloConfig
 from .probe import probe as run_probe
 
 T = TypeVar("T")
@@ -109,37 +112,56 @@ def models(
 PROBE_TABLE_COLUMNS = ("site", "depth", "kind", "channels", "surviving", "dead", "erank", "srank", "cka_input",
                        "recon_r2", "ssim_input", "dists_input")
 
+# options that the probe and the bound-check share
+MODEL_ARGS = typer.Option([], "--model-arg", help="A model option as KEY=VALUE, repeatable (e.g. "
+                                                  "downsample_block=original, act=gelu, stem=cifar).")
+DATA = typer.Option("synthetic", help=f"One of: {', '.join(DATASETS)}.")
+DATA_DIR = typer.Option(None, help="Data dir [default: $DISSIPATE_DATA or ~/.cache/dissipate].")
+IMAGE_SIZE = typer.Option(None, help="Resize images to this size [default: the dataset's own; 32 for synthetic].")
+BATCH_SIZE = typer.Option(64, help="Images per forward pass (and per minibatch of the CKA).")
+DEVICE = typer.Option("auto", help="auto, cpu or cuda.")
+FORMAT = typer.Option(OutputFormat.table, "--format", help="Output format on stdout.")
+
+
+def load_model_and_data(model: str | None, model_args: Iterable[str], checkpoint: Path | None, data: str,
+                        data_dir: Path | None, image_size: int | None, num_images: int, seed: int):
+    """(model, ImageData) for a probe: the data first (shaped by the checkpoint's channels), then the model shaped
+    for it. `model` may be omitted for a dissipate checkpoint, which names its own."""
+    saved = read_checkpoint(checkpoint) if checkpoint else None
+    if model is None:
+        if saved is None or saved["format"] is None:
+            raise InvalidArgumentError("name a model with --model (or give a dissipate checkpoint, which names its own)")
+        model = saved["model"]
+    options = parse_model_args(model_args)
+    get_model_entry(model)  # an unknown name fails here, with suggestions, before any data is loaded
+    images = load_data(data, image_size=image_size, in_chans=saved.get("in_chans") if saved else None,
+                       length=num_images, root=data_dir, seed=seed)
+    return probe_model(model, images, saved, str(checkpoint), seed, **options), images
+
 
 @app.command()
 def probe(
     model: str = typer.Option(..., "--model", "-m", help="Model name (see `dissipate models`)."),
-    model_args: List[str] = typer.Option([], "--model-arg", help="A model option as KEY=VALUE, repeatable (e.g. "
-                                                                 "downsample_block=original, act=gelu, stem=cifar)."),
+    model_args: List[str] = MODEL_ARGS,
     checkpoint: Optional[Path] = typer.Option(None, help="A dissipate checkpoint, or a bare state_dict of --model; "
                                                          "without one the model is probed at initialisation."),
-    data: str = typer.Option("synthetic", help=f"One of: {', '.join(DATASETS)}."),
-    data_dir: Optional[Path] = typer.Option(None, help="Data dir [default: $DISSIPATE_DATA or ~/.cache/dissipate]."),
-    image_size: Optional[int] = typer.Option(None, help="Resize images to this size [default: the dataset's own; "
-                                                        "32 for synthetic]."),
+    data: str = DATA,
+    data_dir: Optional[Path] = DATA_DIR,
+    image_size: Optional[int] = IMAGE_SIZE,
     num_images: int = typer.Option(256, help="Probe images (half fit the linear read-out, half score it)."),
-    batch_size: int = typer.Option(64, help="Images per forward pass (and per minibatch of the CKA)."),
+    batch_size: int = BATCH_SIZE,
     metrics: List[str] = typer.Option(list(METRICS), "--metrics", help="Metric families, comma-separated or "
                                                                        "repeated."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    device: str = DEVICE,
     out: Path = typer.Option(Path("probe-out"), help="Directory for probe.csv, probe.json and probe.png."),
-    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="Output format on stdout."),
+    fmt: OutputFormat = FORMAT,
     seed: int = typer.Option(0, help="The initial weights (without --checkpoint), which images of a real dataset, "
                                      "and the DISTS noise reference."),
 ) -> None:
     """How much of the input survives at every activation site: one row per site, printed and saved in --out."""
     config = ProbeConfig(metrics=tuple(metrics), num_images=num_images, batch_size=batch_size, device=device,
                          seed=seed, calibrate_bn=checkpoint is None)
-    options = parse_model_args(model_args)
-    get_model_entry(model)  # an unknown name fails here, with suggestions, before any data is loaded
-    saved = read_checkpoint(checkpoint) if checkpoint else None
-    images = load_data(data, image_size=image_size, in_chans=saved.get("in_chans") if saved else None,
-                       length=num_images, root=data_dir, seed=seed)
-    net = probe_model(model, images, saved, str(checkpoint), seed, **options)
+    net, images = load_model_and_data(model, model_args, checkpoint, data, data_dir, image_size, num_images, seed)
 
     with warnings.catch_warnings(record=True) as notices:
         warnings.simplefilter("always", ProbeNotice)
@@ -156,6 +178,64 @@ def probe(
     emit(frame, fmt, numeric)
     if fmt is OutputFormat.table:
         typer.echo(f"all columns in {out / 'probe.csv'}; figure in {out / 'probe.png'}")
+
+
+@app.command("bound-check")
+def bound_check(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Check this model's sites (level 2, at "
+                                                                    "initialisation); without it, the Monte Carlo "
+                                                                    "level."),
+    model_args: List[str] = MODEL_ARGS,
+    checkpoint: Optional[Path] = typer.Option(None, help="Check a trained network (level 3): its violations are "
+                                                         "findings and leave the exit code at 0."),
+    data: str = DATA,
+    data_dir: Optional[Path] = DATA_DIR,
+    image_size: Optional[int] = IMAGE_SIZE,
+    num_images: int = typer.Option(256, help="Images the sites are measured on."),
+    batch_size: int = BATCH_SIZE,
+    device: str = DEVICE,
+    samples: int = typer.Option(1000, help="Monte Carlo: independent draws of input and weights per layer."),
+    width: List[int] = typer.Option([256], help="Monte Carlo: layer width, repeatable."),
+    seed: int = typer.Option(0, help="The initial weights, which images of a real dataset, the Monte Carlo draws."),
+    out: Optional[Path] = typer.Option(None, help="Write a figure of surviving fraction against the bound per site "
+                                                  "(.png or .pdf)."),
+    fmt: OutputFormat = FORMAT,
+) -> None:
+    """Theorem 3.2's moments and Theorem 3.3's bound against measurement. Exit 0 when every bound that must hold
+    holds (Monte Carlo, and networks at initialisation), 1 when one does not, 2 on bad usage."""
+    if out is not None and out.suffix.lower() not in (".png", ".pdf"):
+        raise InvalidArgumentError(f"--out names the figure to write, a .png or .pdf file, got {out}")
+    if model is None and checkpoint is None:
+        frame = checks.check_monte_carlo(MonteCarloConfig(widths=tuple(width), samples=samples, seed=seed))
+        title = f"Monte Carlo: {samples} draws per layer"
+    else:
+        config = ProbeConfig(num_images=num_images, batch_size=batch_size, device=device, seed=seed,
+                             calibrate_bn=checkpoint is None)
+        net, images = load_model_and_data(model, model_args, checkpoint, data, data_dir, image_size, num_images, seed)
+        frame = checks.check_network(net, images, config, level="trained" if checkpoint else "init",
+                                     progress=progress)
+        title = f"{net.spec.name} ({'trained' if checkpoint else 'init'}) on {images.name}"
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        plot_bound_check(frame, out, title)
+
+    shown = frame[list(checks.COLUMNS)] if fmt is OutputFormat.table else frame
+    emit(shown, fmt, {c: _number for c in shown.columns if shown[c].dtype.kind == "f"})
+    failed, found = checks.failures(frame), checks.findings(frame)
+    for row in found.itertuples():
+        typer.echo(f"finding: at {row.site} the surviving fraction {row.surv_meas:.3f} is below the bound "
+                   f"{row.surv_bound:.3f} (the trained network no longer meets the theorem's assumptions)", err=True)
+    for row in failed.itertuples():
+        typer.echo(f"FAILED: {row.model} {row.site} ({row.level}): surviving {row.surv_meas:.3f}, bound "
+                   f"{row.surv_bound:.3f}, mean {row.mu_meas:.4g} vs {row.mu_pred:.4g} predicted, variance "
+                   f"{row.var_meas:.4g} vs {row.var_pred:.4g}", err=True)
+    must_hold = frame["level"].isin(checks.MUST_HOLD).sum()
+    summary = (f"{len(failed)} of {must_hold} bounds that must hold do not" if len(failed) else
+               f"all {must_hold} bounds that must hold hold")
+    typer.echo(f"{summary}; {len(found)} findings on trained networks" if (frame["level"] == "trained").any()
+               else summary, err=True)
+    if len(failed):
+        raise typer.Exit(code=1)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -59,3 +59,39 @@ def plot_probe(frame: pd.DataFrame, path: str | os.PathLike, title: str | None =
     axes[0].legend(fontsize=8)
     figure.suptitle(title or f"{frame.attrs.get('model', '')} on {frame.attrs.get('data', '')}")
     atomic_write(path, lambda f: figure.savefig(f, format="png", dpi=110))
+
+
+def plot_bound_check(frame: pd.DataFrame, path: str | os.PathLike, title: str | None = None) -> None:
+    """Measured surviving fraction (dots, coloured by kind) against Theorem 3.3's bound (black ticks) at every site,
+    one panel per model of a bound-check frame; sites where the bound fails are ringed in red."""
+    groups = list(frame.groupby(["level", "model"], sort=False))
+    columns = min(len(groups), 3)
+    rows = -(-len(groups) // columns)
+    figure = Figure(figsize=(4.6 * columns, 3.4 * rows), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
+    for axis, ((level, model), group) in zip(axes, groups, strict=False):  # spare axes are hidden below
+        position = np.arange(1, len(group) + 1)
+        for kind, colour in KIND_COLOURS.items():
+            chosen = (group["kind"] == kind).to_numpy()
+            if chosen.any():
+                axis.scatter(position[chosen], group["surv_meas"].to_numpy()[chosen], s=16, color=colour,
+                             label=f"measured ({kind})", zorder=2)
+        axis.scatter(position, group["surv_bound"].to_numpy(), marker="_", s=90, color="black",
+                     label="Theorem 3.3 bound", zorder=3)
+        failed = ~group["holds"].astype(bool).to_numpy()
+        if failed.any():
+            axis.scatter(position[failed], group["surv_meas"].to_numpy()[failed], s=90, facecolors="none",
+                         edgecolors="crimson", label="below the bound", zorder=4)
+        axis.axhline(0.5, color="0.6", linestyle=":", linewidth=1)
+        axis.set_ylim(-0.02, 1.02)
+        axis.set_title(f"{model} ({level})", fontsize=10)
+        axis.set_xlabel("site (forward order)")
+        axis.set_ylabel("fraction of pre-activations > 0")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7, loc="upper right")
+    for axis in axes[len(groups):]:
+        axis.set_visible(False)
+    figure.suptitle(title or "surviving fraction against its bound")
+    suffix = os.path.splitext(path)[1].lstrip(".").lower() or "png"
+    atomic_write(path, lambda f: figure.savefig(f, format=suffix, dpi=110))

@@ -10,6 +10,8 @@ first (site, depth, kind, module, channels), then the metric columns of DESIGN.m
 - cka (post-activation against the [0, 1] image): cka_input
 - recon (linear read-out of the image from the post-activation): recon_r2
 - ssim, dists (between the image and that read-out): ssim_input; dists_input, dists_noise
+- theory: mu_pred, var_pred (Theorem 3.2: the sum of the measured moments of the parts the site's block declares,
+  such as the branch and the shortcut; the pre-activation's own where it declares none), surv_bound (Theorem 3.3)
 
 Metrics that need the read-out's images (ssim, dists) take a second pass over the scoring half, once the read-out
 is fit. Everything else is computed in one pass and kept as per-channel statistics.
@@ -41,7 +43,8 @@ from .plots import plot_probe
 from .metrics import ChannelCovariance, ChannelSurvival, LinearReadout, MinibatchCKA, Moments
 from .metrics.cka import gram_linear
 from .metrics.perceptual import DistsUnavailable, as_rgb, load_dists, ssim_per_image
-from .record import Site, record
+from .record import Component, Site, record, record_components
+from .theory import MeanVar, cantelli_bound, component_moments, sum_of_components
 
 METRIC_COLUMNS: dict[str, tuple[str, ...]] = {
     "survival": ("surviving", "dead", "always_on"),
@@ -51,6 +54,7 @@ METRIC_COLUMNS: dict[str, tuple[str, ...]] = {
     "recon": ("recon_r2",),
     "ssim": ("ssim_input",),
     "dists": ("dists_input", "dists_noise"),
+    "theory": ("mu_pred", "var_pred", "surv_bound"),
 }
 METRICS = tuple(METRIC_COLUMNS)
 IDENTITY_COLUMNS = ("site", "depth", "kind", "module", "channels")
@@ -122,7 +126,7 @@ class SiteStats:
         self.site, self.metrics = site, frozenset(metrics)
         self.channels = 0
         self.survival = ChannelSurvival() if "survival" in metrics else None
-        self.pre = Moments() if "moments" in metrics else None
+        self.pre = Moments() if self.metrics & {"moments", "theory"} else None
         self.post = Moments() if "moments" in metrics else None  # the next site's input moments
         self.covariance = ChannelCovariance() if "rank" in metrics else None
         self.cka = MinibatchCKA() if "cka" in metrics else None
@@ -130,6 +134,7 @@ class SiteStats:
         self.ssim_sum, self.ssim_count = 0.0, 0
         self.dists_sum, self.dists_count = 0.0, 0
         self.dists: nn.Module | None = None  # piq's DISTS, set for the second pass when available
+        self.components: dict[Component, Moments] = {}  # the summands of the pre-activation its block declares
 
     def update(self, pre: torch.Tensor, post: torch.Tensor, batch: Batch) -> None:
         self.channels = post.shape[-1] if post.ndim == 3 else post.shape[1]
@@ -178,7 +183,16 @@ class SiteStats:
             row["ssim_input"] = self.ssim_sum / self.ssim_count if self.ssim_count else float("nan")
         if "dists" in self.metrics:
             row["dists_input"] = self.dists_sum / self.dists_count if self.dists_count else float("nan")
+        if "theory" in self.metrics:
+            row.update(self.prediction())
         return row
+
+    def prediction(self) -> dict[str, float]:
+        """Theorem 3.2's moments from the measured components (independent summands), and Theorem 3.3's bound."""
+        parts = [component_moments(c.role, *moments.result(), c.coder_ratio) for c, moments in self.components.items()]
+        predicted = sum_of_components(parts or [MeanVar(*self.pre.result()[:2])])
+        return {"mu_pred": predicted.mean, "var_pred": predicted.var,
+                "surv_bound": cantelli_bound(predicted.mean, predicted.var)}
 
 
 def _as_image_data(data: ImageData | str | torch.Tensor, model: nn.Module, config: ProbeConfig) -> ImageData:
@@ -322,6 +336,7 @@ def probe(model: nn.Module, data: ImageData | str | torch.Tensor = "synthetic", 
 def _measure(model, data, dataset, config, device, progress) -> tuple[dict[str, SiteStats], tuple]:
     """The one pass over every probe image: each site's accumulators, and the moments of the normalised images."""
     stats: dict[str, SiteStats] = {}
+    components: dict[Component, Moments] = {}
     image_moments = Moments()
     batch = Batch(torch.empty(0))
 
@@ -330,12 +345,19 @@ def _measure(model, data, dataset, config, device, progress) -> tuple[dict[str, 
             stats[site.name] = SiteStats(site, config.metrics)
         stats[site.name].update(pre, post, batch)
 
-    with record(model, on_site, config.include):
+    def on_component(component: Component, value: torch.Tensor) -> None:
+        components.setdefault(component, Moments()).update(value)
+
+    with record(model, on_site, config.include), \
+            (record_components(model, on_component) if "theory" in config.metrics else contextlib.nullcontext()):
         for index, images in _batches(data, dataset, config, device, progress, "Probing"):
             gram = gram_linear(images) if "cka" in config.metrics and len(images) >= 4 else None
             batch = Batch(images, index=index, image_gram=gram)
             image_moments.update(data.normalize(images))
             _forward(model, data, images)
+    for component, moments in components.items():
+        if component.site in stats:
+            stats[component.site].components[component] = moments
     return stats, image_moments.result()
 
 

@@ -8,6 +8,9 @@ pre-activation is not overwritten, and switched back afterwards.
 
 Functional activations (`F.relu(x)`, `torch.relu(x)`) are not modules, and no hook can see them; a model that has
 only those is refused with that reason rather than recorded as an empty table.
+
+Blocks may also declare what a site's pre-activation is the sum of (`site_components`): `record_components` hands
+each such summand (the branch output, the shortcut, the coder's input) to a callback, for Theorem 3.2's predictions.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ ACTIVATION_NAMES = frozenset(
      "mish", "hardswish", "hardsigmoid", "hardtanh", "sigmoid", "tanh", "softplus", "starrelu"})
 
 SiteCallback = Callable[["Site", torch.Tensor, torch.Tensor], None]
+ComponentCallback = Callable[["Component", torch.Tensor], None]
 
 
 def is_activation(module: nn.Module) -> bool:
@@ -120,3 +124,55 @@ def record(model: nn.Module, callback: SiteCallback, include: Sequence[str] = ()
             handle.remove()
         for path in inplace:
             sites[path].inplace = True
+
+
+@dataclass(frozen=True)
+class Component:
+    """One summand of a site's pre-activation, as its block declares it in a `site_components` dict
+    ({activation path: {role: source}}): the branch output, the identity (shortcut) or the coder's input."""
+
+    site: str  # the activation site whose pre-activation it adds up to
+    role: str  # "branch", "identity" or "coder"
+    source: str  # path of the module whose output it is, or of the declaring block when it is that block's input
+    block_input: bool = False  # the declaring block's input (declared as "") rather than a module's output
+    coder_ratio: float = 1.0  # k / C of a coder component: the declaring block's `coder_ratio`
+
+
+def find_components(model: nn.Module) -> list[Component]:
+    """Every component that the model's blocks declare, with site and source as paths in `model`."""
+    found = []
+    for path, block in model.named_modules():
+        declared = getattr(block, "site_components", None)
+        if not isinstance(declared, dict):
+            continue
+        prefix = f"{path}." if path else ""
+        for act, parts in declared.items():
+            for role, source in parts.items():
+                found.append(Component(f"{prefix}{act}", role, f"{prefix}{source}" if source else path,
+                                       block_input=not source, coder_ratio=float(getattr(block, "coder_ratio", 1.0))))
+    return found
+
+
+@contextlib.contextmanager
+def record_components(model: nn.Module, callback: ComponentCallback) -> Iterator[list[Component]]:
+    """Within the block, every forward pass of `model` calls `callback(component, tensor)` for each declared
+    component: the source module's output, or the block's input for a source of ""."""
+    components = find_components(model)
+
+    def make_hook(component: Component) -> Callable:
+        def hook(module: nn.Module, args: tuple, output: torch.Tensor | None = None) -> None:
+            value = (args[0] if args else None) if component.block_input else output
+            if isinstance(value, torch.Tensor):
+                callback(component, value)
+        return hook
+
+    handles = []
+    try:
+        for component in components:
+            module = model.get_submodule(component.source)
+            register = module.register_forward_pre_hook if component.block_input else module.register_forward_hook
+            handles.append(register(make_hook(component)))
+        yield components
+    finally:
+        for handle in handles:
+            handle.remove()

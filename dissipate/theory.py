@@ -73,6 +73,19 @@ def predict_moments(kind: str, mu_x: float, var_x: float, s2_x: float, coder_rat
     raise InvalidArgumentError(f"unknown layer kind {kind!r}; choose one of {', '.join(LAYER_KINDS)}")
 
 
+COMPONENT_ROLES = ("branch", "identity", "coder")
+
+
+def component_moments(role: str, mean: float, var: float, s2: float, coder_ratio: float = 1.0) -> MeanVar:
+    """One measured summand of a real layer's pre-activation, as Theorem 3.2 counts it: the branch and the identity
+    as measured; the coder from the moments of its input x (coder_component), since the code is E^T E x."""
+    if role == "coder":
+        return coder_component(mean, s2, coder_ratio)
+    if role in ("branch", "identity"):
+        return MeanVar(mean, var)
+    raise InvalidArgumentError(f"unknown component role {role!r}; choose one of {', '.join(COMPONENT_ROLES)}")
+
+
 def cantelli_bound(mean: float, var: float) -> float:
     """Theorem 3.3: a lower bound on P(z > 0) from z's mean and variance, mu^2 / (mu^2 + var) for mu > 0, else 0."""
     if not mean > 0:

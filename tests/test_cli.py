@@ -2,12 +2,14 @@ import io
 import json
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
 import torch
 from PIL import Image
 
+from dissipate.bound_check import COLUMNS
 from dissipate.checkpoint import save_checkpoint
 from dissipate.cli import main
 from dissipate.models import count_parameters, create_model
@@ -139,3 +141,59 @@ def test_probe_model_args_reach_the_model(capsys, tmp_path):
     assert table.loc["layer1.0.act1", "channels"] == 16 + 2 * 8  # learner + the coder's +/- pair at k = C / 2
     config = json.loads((tmp_path / "probe_config.json").read_text())
     assert config["model_kwargs"] == {"stem": "cifar", "downsample_block": "original", "coder_ratio": 0.5}
+
+
+def test_bound_check_without_arguments_is_the_monte_carlo_level_under_a_minute(capsys):
+    start = time.perf_counter()
+    code, out, err = run_cli(capsys, "bound-check")
+    elapsed = time.perf_counter() - start
+    assert code == 0, err
+    assert elapsed < 60, f"bound-check took {elapsed:.0f} s"
+    assert out.splitlines()[0].split() == list(COLUMNS) and out.count("monte-carlo") == 36
+    assert "all 36 bounds that must hold hold" in err
+
+
+def test_bound_check_a_model_writes_csv_and_the_figure(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "bound-check", "--model", "pnnh20", "--num-images", "32", "--format", "csv",
+                             "--out", str(tmp_path / "figs" / "bound.png"))
+    assert code == 0, err
+    frame = pd.read_csv(io.StringIO(out))
+    assert list(frame.columns) == list(COLUMNS) and len(frame) == 19 and (frame["level"] == "init").all()
+    assert Image.open(tmp_path / "figs" / "bound.png").size[0] > 300
+
+
+def test_bound_check_exits_1_when_a_bound_that_must_hold_fails(capsys, monkeypatch):
+    from dissipate import probe as probe_module
+
+    monkeypatch.setattr(probe_module, "cantelli_bound", lambda mean, var: 0.99 if mean > 0 else 0.0)
+    code, out, err = run_cli(capsys, "bound-check", "--model", "resnet20", "--num-images", "32", "--format", "json")
+    assert code == 1 and "FAILED: resnet20 layer1.0.act2 (init)" in err
+    assert not json.loads(out)[2]["holds"]
+
+
+def test_bound_check_of_a_checkpoint_reports_findings_and_exits_0(capsys, tmp_path):
+    from tests.test_bound_check import wrecked_pnnh20
+
+    save_checkpoint(tmp_path / "wrecked.pt", wrecked_pnnh20(), dataset="synthetic", epoch=3, metrics={})
+    code, out, err = run_cli(capsys, "bound-check", "--checkpoint", str(tmp_path / "wrecked.pt"), "--num-images",
+                             "64", "--format", "csv")  # the checkpoint names its model
+    assert code == 0, err
+    frame = pd.read_csv(io.StringIO(out))
+    assert (frame["level"] == "trained").all() and not frame["holds"].all()
+    assert err.count("finding: at layer") == (~frame["holds"]).sum() and "FAILED" not in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "resnet20", "--out", "figure.txt"], "a .png or .pdf file"),
+    (["--model", "resnet2"], "unknown model 'resnet2'"),
+    (["--model", "resnet20", "--num-images", "0"], "num_images must be at least 1"),
+])
+def test_bound_check_bad_usage_is_one_line_and_exit_2(capsys, args, message):
+    code, _, err = run_cli(capsys, "bound-check", *args)
+    assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_bound_check_needs_a_model_for_a_bare_state_dict(capsys, tmp_path):
+    torch.save(create_model("resnet20").state_dict(), tmp_path / "bare.pt")
+    code, _, err = run_cli(capsys, "bound-check", "--checkpoint", str(tmp_path / "bare.pt"))
+    assert code == 2 and "name a model with --model" in err

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from dissipate.plots import _probe_panels, plot_probe
+from dissipate.plots import _probe_panels, plot_bound_check, plot_probe
 
 
 def probe_frame(with_dists: bool) -> pd.DataFrame:
@@ -30,3 +30,14 @@ def test_probe_figure_is_written_as_png(tmp_path):
         with Image.open(path) as image:
             assert image.format == "PNG" and image.width > 800
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_bound_check_figure_has_a_panel_per_model_as_png_or_pdf(tmp_path):
+    rows = [{"level": level, "model": model, "site": f"s{i}", "kind": kind, "surv_meas": 0.6, "surv_bound": 0.2,
+             "holds": i != 2} for level, model, kind in (("init", "a", "residual"), ("init", "b", "plain"))
+            for i in range(4)]
+    plot_bound_check(pd.DataFrame(rows), tmp_path / "bound.png")
+    with Image.open(tmp_path / "bound.png") as image:
+        assert image.format == "PNG" and image.width > 2 * image.height  # two panels side by side
+    plot_bound_check(pd.DataFrame(rows), tmp_path / "bound.pdf")
+    assert (tmp_path / "bound.pdf").read_bytes().startswith(b"%PDF")

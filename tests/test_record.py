@@ -6,7 +6,7 @@ from torch import nn
 
 from dissipate.errors import InvalidArgumentError
 from dissipate.models import create_model
-from dissipate.record import find_sites, record
+from dissipate.record import Component, find_components, find_sites, record, record_components
 
 
 def recorded(model: nn.Module, x: torch.Tensor, **kwargs) -> dict[str, tuple]:
@@ -97,3 +97,31 @@ def test_activation_classes_of_other_libraries_are_found_by_name():
     model = nn.Sequential(nn.Linear(4, 8), GELUTanh(), nn.Linear(8, 2))
     seen = recorded(model, torch.randn(3, 4))
     assert list(seen) == ["1"] and seen["1"][0].module_type == "GELUTanh"
+
+
+def test_blocks_declare_what_their_sites_sum():
+    resnet = {(c.site, c.role): (c.source, c.block_input) for c in find_components(create_model("resnet20"))}
+    assert resnet[("layer1.0.act2", "branch")] == ("layer1.0.bn2", False)
+    assert resnet[("layer1.0.act2", "identity")] == ("layer1.0", True)
+    assert resnet[("layer2.0.act2", "identity")] == ("layer2.0.downsample", False)  # option A's padded subsample
+    assert len(resnet) == 2 * 9 and not find_components(create_model("plain20"))
+    assert ("layer1.0.act3", "identity") in {(c.site, c.role) for c in find_components(create_model("resnet50"))}
+    pnnh = find_components(create_model("pnnh20", coder_ratio=0.5))
+    assert Component("layer1.0.act2", "coder", "layer1.0", block_input=True, coder_ratio=0.5) in pnnh
+    assert not any(c.site == "layer2.0.act2" for c in pnnh)  # the plain downsampling block sums nothing
+
+
+@pytest.mark.parametrize("name", ["resnet20", "pnnh20"])
+def test_the_recorded_components_add_up_to_the_pre_activation(name):
+    """Branch plus identity (or plus E^T E x, which is x for a coder with k = C at initialisation) is the site's
+    pre-activation, for identity and downsampling shortcuts alike; every hook is gone afterwards."""
+    model = create_model(name).eval()
+    parts, pre = {}, {}
+    with record(model, lambda site, p, post: pre.__setitem__(site.name, p)), \
+            record_components(model, lambda c, value: parts.setdefault(c.site, []).append(value)), torch.no_grad():
+        model(torch.randn(2, 3, 32, 32))
+    assert parts and set(parts) <= set(pre)
+    for site, values in parts.items():
+        assert len(values) == 2
+        torch.testing.assert_close(values[0] + values[1], pre[site], atol=1e-5, rtol=1e-5)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())

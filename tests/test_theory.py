@@ -26,6 +26,15 @@ def test_theorem_3_2_in_its_general_and_special_form():
         predict_moments("dense", 0, 1, 1)
 
 
+def test_a_real_layers_components_count_as_measured_and_the_coder_from_its_input():
+    assert theory.component_moments("branch", -0.1, 1.0, 1.01) == MeanVar(-0.1, 1.0)
+    assert theory.component_moments("identity", 0.4, 0.3, 0.46) == MeanVar(0.4, 0.3)
+    assert theory.component_moments("coder", 0.4, 0.3, 0.46) == MeanVar(0.4, pytest.approx(0.3))  # k = C: E^T E = I
+    assert theory.component_moments("coder", 0.4, 0.3, 0.46, 0.5) == theory.coder_component(0.4, 0.46, 0.5)
+    with pytest.raises(InvalidArgumentError, match="unknown component role 'skip'"):
+        theory.component_moments("skip", 0, 1, 1)
+
+
 def test_monte_carlo_agrees_with_theorems_3_2_and_3_3():
     """Width 256, 1000 samples, every kind and input distribution, stacks of 3 layers: each measured mean and
     variance within 4 standard errors (computed from the samples) of the prediction, each surviving fraction at or

@@ -38,6 +38,7 @@ class PNNHBlock(nn.Module):
 
     kind = "pnnh"
     site_kinds = {"act1": "pnnh", "act2": "pnnh"}  # both activations carry the coder's +/- pair
+    site_components = {"act2": {"branch": "bn2", "coder": ""}}  # act2 sums the learner and E^T E x
 
     def __init__(self, channels: int, *, coder_ratio: float = 1.0, learner_ratio: float = 1.0, act: str = "relu"):
         super().__init__()
@@ -46,6 +47,7 @@ class PNNHBlock(nn.Module):
         self.conv1 = conv3x3(channels, self.learner_chs)
         self.bn1 = nn.BatchNorm2d(self.learner_chs)
         self.coder = nn.Parameter(torch.empty(self.coder_chs, channels))  # E: (k, C), encoder and decoder alike
+        self.coder_ratio = self.coder_chs / channels  # k / C as built
         self.act1 = make_act(act)  # over [h, u, -u]: learner_chs + 2 * coder_chs channels
         self.conv2 = conv3x3(self.learner_chs, channels)
         self.bn2 = nn.BatchNorm2d(channels)

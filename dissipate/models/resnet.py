@@ -35,6 +35,12 @@ def make_shortcut(kind: str, in_chs: int, out_chs: int, stride: int) -> nn.Modul
     raise ValueError(f"unknown shortcut {kind!r}; choose one of {', '.join(SHORTCUTS)}")
 
 
+def residual_components(act: str, branch: str, downsample: nn.Module | None) -> dict[str, dict[str, str]]:
+    """What the activation after a shortcut's add sums (for the recorder's `record_components`): the branch's last
+    BN output, and the block's input ("") or its downsampled version."""
+    return {act: {"branch": branch, "identity": "" if downsample is None else "downsample"}}
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 conv-BN layers; `residual=False` drops the shortcut and leaves a plain block."""
 
@@ -53,6 +59,7 @@ class BasicBlock(nn.Module):
         self.downsample = make_shortcut(shortcut, in_chs, out_chs, stride) if residual else None
         self.act2 = make_act(act)
         self.site_kinds = {"act1": "plain", "act2": self.kind}  # only the last activation sees the shortcut
+        self.site_components = residual_components("act2", "bn2", self.downsample) if residual else {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act1(self.bn1(self.conv1(x)))
@@ -84,6 +91,7 @@ class Bottleneck(nn.Module):
         self.downsample = make_shortcut(shortcut, in_chs, out_chs, stride) if residual else None
         self.act3 = make_act(act)
         self.site_kinds = {"act1": "plain", "act2": "plain", "act3": self.kind}
+        self.site_components = residual_components("act3", "bn3", self.downsample) if residual else {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act1(self.bn1(self.conv1(x)))

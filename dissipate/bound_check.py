@@ -1,0 +1,61 @@
+"""The bound-check (DESIGN.md section 1): Theorem 3.2's moments and Theorem 3.3's bound against measurement.
+
+Three levels, named in every row's `level`:
+- "monte-carlo": random layers (`theory.monte_carlo`); a row that does not hold is a bug.
+- "init": a real network at initialisation; the theorems' assumptions hold, so its bounds must hold too.
+- "trained": a trained network; the assumptions no longer hold, so a bound that fails is a finding, not an error.
+
+For a real network each site's prediction is the sum of the measured moments of the parts its block declares (the
+branch and the shortcut, or the branch and the coder), as the probe's `theory` metrics compute it.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from torch import nn
+
+from .data import ImageData
+from .errors import InvalidArgumentError
+from .probe import ProbeConfig, Progress, probe
+from .theory import MonteCarloConfig, monte_carlo
+
+COLUMNS = ("level", "model", "site", "kind", "mu_pred", "mu_meas", "var_pred", "var_meas", "surv_meas", "surv_bound",
+           "holds", "margin")
+LEVELS = ("monte-carlo", "init", "trained")
+MUST_HOLD = ("monte-carlo", "init")  # a row of these levels that does not hold fails the check (exit code 1)
+
+
+def check_monte_carlo(config: MonteCarloConfig | None = None) -> pd.DataFrame:
+    """Level 1: `theory.monte_carlo`'s rows, with their standard errors (mu_se, var_se, surv_se) after COLUMNS."""
+    frame = monte_carlo(config)
+    return frame[[*COLUMNS, *(c for c in frame.columns if c not in COLUMNS)]]
+
+
+def check_network(model: nn.Module, data: ImageData | str = "synthetic", config: ProbeConfig | None = None,
+                  level: str | None = None, progress: Progress | None = None, **overrides) -> pd.DataFrame:
+    """Levels 2 and 3: one row per activation site of `model` on `data` (probe settings from `config` and
+    `overrides`). `level` is "init" or "trained"; by default "init" when the probe calibrated batch norm on the data
+    (a model whose BN has never seen data), else "trained". A row holds when the measured surviving fraction is at or
+    above the bound predicted from the site's components; `margin` is the difference."""
+    frame = probe(model, data, config, progress, **{**overrides, "metrics": ("survival", "moments", "theory")})
+    level = level or ("init" if frame.attrs["calibrated_bn"] else "trained")
+    if level not in LEVELS[1:]:
+        raise InvalidArgumentError(f"a network is checked at level 'init' or 'trained', not {level!r}")
+    table = pd.DataFrame({"level": level, "model": frame.attrs["model"], "site": frame["site"], "kind": frame["kind"],
+                          "mu_pred": frame["mu_pred"], "mu_meas": frame["pre_mean"], "var_pred": frame["var_pred"],
+                          "var_meas": frame["pre_var"], "surv_meas": frame["surviving"],
+                          "surv_bound": frame["surv_bound"]})
+    table["margin"] = table["surv_meas"] - table["surv_bound"]
+    table["holds"] = table["margin"] >= 0
+    table.attrs.update(frame.attrs)
+    return table[list(COLUMNS)]
+
+
+def failures(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows that fail the check: bounds of the must-hold levels that do not hold."""
+    return frame[frame["level"].isin(MUST_HOLD) & ~frame["holds"].astype(bool)]
+
+
+def findings(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of trained networks whose bound does not hold: findings about training, not failures."""
+    return frame[(frame["level"] == "trained") & ~frame["holds"].astype(bool)]

@@ -1,0 +1,86 @@
+import pytest
+import torch
+
+from dissipate import bound_check
+from dissipate.bound_check import COLUMNS, check_monte_carlo, check_network, failures, findings
+from dissipate.errors import InvalidArgumentError
+from dissipate.models import create_model
+from dissipate.theory import MonteCarloConfig
+
+NETWORK = dict(num_images=128, batch_size=64, device="cpu")
+
+
+def at_init(name: str):
+    torch.manual_seed(0)
+    return check_network(create_model(name, image_size=32), "synthetic", **NETWORK)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet56", "pnnh20", "pnnh56", "resnet34"])
+def test_level_2_every_residual_and_pnnh_bound_holds_at_initialisation(name):
+    frame = at_init(name)
+    assert list(frame.columns) == list(COLUMNS) and (frame["level"] == "init").all()
+    assert frame["holds"].all() and failures(frame).empty
+    summing = frame[frame["kind"] != "plain"]
+    assert (summing["surv_meas"] >= summing["surv_bound"]).all()
+    # a block whose shortcut keeps the input's positive mean has a real bound, not a trivial 0
+    assert (summing["surv_bound"] > 0.1).sum() >= len(summing) // 3
+    # means add exactly; variances add under independence, which random weights give to within a few percent
+    assert (frame["mu_meas"] - frame["mu_pred"]).abs().max() < 1e-5
+    assert (frame["var_meas"] / frame["var_pred"]).between(0.8, 1.2).all()
+
+
+@pytest.mark.parametrize("name", ["plain20", "plain56"])
+def test_level_2_plain_sites_have_bound_zero_and_survive_at_one_half(name):
+    frame = at_init(name)
+    assert (frame["kind"] == "plain").all() and frame["holds"].all()
+    assert frame["surv_bound"].max() < 1e-4  # a BN output's mean is 0 up to float error, so is the bound
+    assert (frame["surv_meas"] - 0.5).abs().max() < 0.05
+
+
+def wrecked_pnnh20() -> torch.nn.Module:
+    """A pnnh20 as training could leave it, against the coder rule's assumption: coders shrunk to 0.05 E (so E^T E x
+    is 0.0025 x, not x), second learner layers near a constant -0.01, and BN statistics from data (not at init)."""
+    torch.manual_seed(0)
+    model = create_model("pnnh20")
+    with torch.no_grad():
+        model.train()(torch.rand(16, 3, 32, 32))
+        for block in model.modules():
+            if hasattr(block, "coder"):
+                block.coder.mul_(0.05)
+                block.bn2.weight.fill_(1e-3)
+                block.bn2.bias.fill_(-0.01)
+    return model
+
+
+def test_level_3_a_failed_bound_is_a_finding_not_a_failure():
+    frame = check_network(wrecked_pnnh20(), "synthetic", **NETWORK)
+    assert (frame["level"] == "trained").all()  # its BN has seen data, so it is not at initialisation
+    found = findings(frame)
+    assert len(found) >= 2 and failures(frame).empty
+    assert (found["kind"] == "pnnh").all() and found["site"].str.endswith(".act2").all()  # the coder's sites
+    assert (found["margin"] < 0).all() and (found["mu_meas"] < found["mu_pred"] / 10).all()
+
+
+def test_the_level_can_be_named_and_is_checked():
+    model = create_model("resnet20")
+    assert (check_network(model, "synthetic", level="trained", **NETWORK)["level"] == "trained").all()
+    with pytest.raises(InvalidArgumentError, match="'init' or 'trained'"):
+        check_network(model, "synthetic", level="monte-carlo", **NETWORK)
+
+
+def test_monte_carlo_rows_lead_with_the_shared_columns():
+    frame = check_monte_carlo(MonteCarloConfig(kinds=("plain",), inputs=("uniform",), depth=1, samples=200))
+    assert list(frame.columns[:len(COLUMNS)]) == list(COLUMNS) and {"mu_se", "var_se", "surv_se"} <= set(frame)
+    assert frame["holds"].all() and failures(frame).empty and findings(frame).empty
+
+
+def test_a_wrong_component_rule_fails_level_2(monkeypatch):
+    """The check can fail on a real network: a coder rule that counts E^T E x twice (mean 2 mu_x) is caught."""
+    from dissipate import probe as probe_module
+
+    right = probe_module.component_moments
+    monkeypatch.setattr(probe_module, "component_moments", lambda role, mean, var, s2, ratio=1.0: right(
+        role, 2 * mean if role == "coder" else mean, var, s2, ratio))
+    failed = failures(at_init("pnnh20"))
+    assert len(failed) and set(failed["kind"]) == {"pnnh"}
+    assert bound_check.MUST_HOLD == ("monte-carlo", "init")
