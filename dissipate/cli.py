@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import math
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -25,11 +26,15 @@ from . import bound_check as checks
 from .plots import plot_bound_check
 from .probe import METRICS, ProbeConfig, ProbeNotice, probe_model, save_probe
 from .theory import MonteCarloConfig
+from .train import TrainConfig, read_resume_point
+from .train import train as run_training
+
+TRAIN_DEFAULTS = TrainConfig(model="")  # the defaults the command shows
 from .probe import probe as run_probe
 
 T = TypeVar("T")
 app = typer.Typer(help="Measure how a network's input survives, layer by layer.", no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_enable=False)
+                  add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 
 
 class OutputFormat(str, enum.Enum):
@@ -236,6 +241,64 @@ def bound_check(
                else summary, err=True)
     if len(failed):
         raise typer.Exit(code=1)
+
+
+@app.command()
+def train(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (see `dissipate models`); with "
+                                                                    "--resume, the run's own."),
+    model_args: List[str] = MODEL_ARGS,
+    data: str = typer.Option(TRAIN_DEFAULTS.data, help=f"One of: {', '.join(DATASETS)}."),
+    data_dir: Optional[Path] = DATA_DIR,
+    image_size: Optional[int] = IMAGE_SIZE,
+    epochs: int = typer.Option(TRAIN_DEFAULTS.epochs, help="Epochs."),
+    batch_size: int = typer.Option(TRAIN_DEFAULTS.batch_size, help="Global batch size (split over the processes of "
+                                                                   "a torchrun job)."),
+    lr: float = typer.Option(TRAIN_DEFAULTS.lr, help="Peak learning rate (SGD, nesterov)."),
+    momentum: float = typer.Option(TRAIN_DEFAULTS.momentum, help="SGD momentum."),
+    wd: float = typer.Option(TRAIN_DEFAULTS.wd, help="Weight decay."),
+    warmup: float = typer.Option(TRAIN_DEFAULTS.warmup, help="Epochs of linear warm-up before the cosine decay."),
+    label_smoothing: float = typer.Option(TRAIN_DEFAULTS.label_smoothing, help="Label smoothing of the loss."),
+    augment: bool = typer.Option(TRAIN_DEFAULTS.augment, help="Random crop (padding 4) and horizontal flip."),
+    subset: Optional[int] = typer.Option(None, help="Train on this many training images (a seeded random choice)."),
+    test_subset: Optional[int] = typer.Option(None, help="Evaluate on this many test images [default: all]."),
+    seed: int = typer.Option(TRAIN_DEFAULTS.seed, help="Initial weights, data order and augmentation."),
+    out: Optional[Path] = typer.Option(None, help="Run directory: log.csv, latest.pt, best.pt [default: "
+                                                  "runs/MODEL-DATA]."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest.pt."),
+    device: str = DEVICE,
+    amp: bool = typer.Option(TRAIN_DEFAULTS.amp, help="bf16 autocast on CUDA."),
+    channels_last: bool = typer.Option(TRAIN_DEFAULTS.channels_last, "--channels-last", help="channels_last memory "
+                                                                                             "format."),
+    compile: bool = typer.Option(TRAIN_DEFAULTS.compile, "--compile", help="torch.compile the model."),
+    workers: int = typer.Option(TRAIN_DEFAULTS.workers, help="Data-loader workers for folders and ImageNet."),
+) -> None:
+    """Train a plain, residual or PNNH net: one log row per epoch (log.csv) and atomic checkpoints in --out.
+    Several GPUs or machines: torchrun --nproc_per_node=N -m dissipate train ..."""
+    if out is None:
+        if model is None:
+            raise InvalidArgumentError("name the model with --model, or the run to resume with --out")
+        out = Path("runs") / f"{model}-{data.partition(':')[0]}"
+    if model is None:
+        if not resume:
+            raise InvalidArgumentError("name the model to train with --model")
+        model = read_resume_point(out)["train_config"]["model"]
+    get_model_entry(model)  # an unknown name fails here, with suggestions, before any data is loaded
+    config = TrainConfig(model=model, data=data, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, wd=wd,
+                         warmup=warmup, label_smoothing=label_smoothing, augment=augment, subset=subset,
+                         test_subset=test_subset, image_size=image_size, model_kwargs=parse_model_args(model_args),
+                         data_dir=str(data_dir) if data_dir else None, seed=seed, device=device, amp=amp,
+                         channels_last=channels_last, compile=compile, workers=workers)
+
+    def show(row: dict) -> None:
+        typer.echo(f"epoch {row['epoch']:>3}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}  "
+                   f"test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f}  lr {row['lr']:.4g}  "
+                   f"{row['images_per_s']:.0f} img/s  {row['peak_mem_mb']:.0f} MiB  {row['epoch_s']:.1f} s")
+
+    history = run_training(config, out, resume=resume, progress=progress, on_epoch=show)
+    if history and int(os.environ.get("RANK", "0")) == 0:
+        best = max(history, key=lambda row: row["test_acc"])
+        typer.echo(f"best test accuracy {best['test_acc']:.4f} at epoch {best['epoch']}; log and checkpoints in {out}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -69,13 +69,17 @@ class ImageData:
     def subset(self, num_images: int, seed: int = 0) -> Dataset:
         """`num_images` of the dataset, a random choice fixed by `seed` (in index order), or all of them when it has
         exactly that many."""
-        total = len(self.dataset)
-        if num_images > total:
-            raise InvalidArgumentError(f"{self.name} has {total} images; asked for {num_images}")
-        if num_images == total:
-            return self.dataset
-        chosen = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:num_images]
-        return Subset(self.dataset, chosen.sort().values.tolist())
+        chosen = seeded_choice(len(self.dataset), num_images, seed, self.name)
+        return self.dataset if chosen is None else Subset(self.dataset, chosen)
+
+
+def seeded_choice(total: int, count: int | None, seed: int, name: str) -> list[int] | None:
+    """A random choice of `count` of `total` indices fixed by `seed`, in index order; None for all of them."""
+    if count is None or count == total:
+        return None
+    if count > total:
+        raise InvalidArgumentError(f"{name} has {total} images; asked for {count}")
+    return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:count].sort().values.tolist()
 
 
 class DeadLeaves(Dataset):

@@ -24,3 +24,7 @@ class InvalidArgumentError(DissipateError, ValueError):
 
 class CheckpointError(DissipateError, ValueError):
     """A checkpoint that cannot be read, or that does not fit the model."""
+
+
+class OutOfMemory(DissipateError, MemoryError):
+    """A run that does not fit in the device's memory at the settings asked for."""

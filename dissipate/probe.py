@@ -61,6 +61,11 @@ IDENTITY_COLUMNS = ("site", "depth", "kind", "module", "channels")
 Progress = Callable[[Iterable, int, str], ContextManager[Iterable]]  # (items, length, label) -> wrapped items
 
 
+def no_progress(items: Iterable, length: int, label: str) -> ContextManager[Iterable]:
+    """The Progress that shows nothing."""
+    return contextlib.nullcontext(items)
+
+
 class ProbeNotice(UserWarning):
     """Something the probe could not compute, said once (such as DISTS without its weight files)."""
 
@@ -221,7 +226,7 @@ def _batches(data: ImageData, dataset, config: ProbeConfig, device: torch.device
              progress: Progress | None = None, label: str = "") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(sample indices, images in [0, 1]) per batch, on `device`, streamed (never all in memory)."""
     loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=False, num_workers=0)
-    wrap = progress or (lambda items, length, label: contextlib.nullcontext(items))
+    wrap = progress or no_progress
     start = 0
     with wrap(loader, len(loader), label) as bar:
         for images, _ in bar:

@@ -197,3 +197,37 @@ def test_bound_check_needs_a_model_for_a_bare_state_dict(capsys, tmp_path):
     torch.save(create_model("resnet20").state_dict(), tmp_path / "bare.pt")
     code, _, err = run_cli(capsys, "bound-check", "--checkpoint", str(tmp_path / "bare.pt"))
     assert code == 2 and "name a model with --model" in err
+
+
+TINY_TRAIN = ("train", "--model", "resnet20", "--data", "synthetic", "--subset", "64", "--test-subset", "32",
+              "--batch-size", "32", "--device", "cpu")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "cifar11"], "unknown dataset 'cifar11' (did you mean 'cifar10'?)"),
+    (["--batch-size", "128"], "batch size 128 is larger than the 64 training images of synthetic"),
+    (["--lr", "0"], "lr must be positive, got 0.0"),
+    (["--lr", "-0.1"], "lr must be positive, got -0.1"),
+    (["--resume"], "--resume: no checkpoint to resume in"),
+])
+def test_train_bad_input_is_one_line_and_exit_2(capsys, tmp_path, args, message):
+    code, _, err = run_cli(capsys, *TINY_TRAIN, "--epochs", "1", "--out", str(tmp_path / "run"), *args)
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run" / "latest.pt").exists()
+
+
+def test_train_logs_each_epoch_and_its_checkpoints_feed_probe_and_bound_check(capsys, tmp_path):
+    run = tmp_path / "run"
+    code, out, err = run_cli(capsys, *TINY_TRAIN, "--epochs", "2", "--out", str(run))
+    assert code == 0, err
+    assert out.startswith("epoch   1 ") and "\nepoch   2 " in out and "best test accuracy" in out
+    assert len(pd.read_csv(run / "log.csv")) == 2
+    code, out, err = run_cli(capsys, "train", "--out", str(run), "--resume", "--epochs", "3")
+    assert code == 2 and "it has epochs=2, not 3" in err
+    code, out, err = run_cli(capsys, "probe", "--model", "resnet20", "--checkpoint", str(run / "best.pt"),
+                             "--num-images", "16", "--metrics", "survival", "--format", "csv", "--out",
+                             str(tmp_path / "probe"))
+    assert code == 0 and len(pd.read_csv(io.StringIO(out))) == 19, err
+    code, out, err = run_cli(capsys, "bound-check", "--checkpoint", str(run / "latest.pt"), "--num-images", "16",
+                             "--format", "csv")
+    assert code == 0 and (pd.read_csv(io.StringIO(out))["level"] == "trained").all(), err

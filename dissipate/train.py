@@ -1,0 +1,430 @@
+"""Training (DESIGN.md section 6): one loop for every model and dataset, on the CPU, one GPU or many (DDP).
+
+SGD with momentum and nesterov, a linear warm-up then a cosine decay to 0, stepped per batch, and optional label
+smoothing. The defaults are the standard CIFAR ResNet recipe: lr 0.1, momentum 0.9, weight decay 5e-4, batch 128,
+200 epochs.
+
+CIFAR-sized data (cifar10, cifar100, fashion-mnist, synthetic) sits on the device as uint8, and the random crop
+(zero padding 4) and the horizontal flip are done there, a batch at a time, so no data loader limits throughput.
+Folders and ImageNet are read by torchvision's loaders with workers, and get the same crop and flip on the device.
+
+A run is reproducible. Epoch e's order and augmentation come from a generator seeded with (seed, e), and the
+checkpoint of epoch e holds the weights, the optimizer's state and the log. So a resumed run gives the same result
+as one that never stopped. Under torchrun, every rank draws the same global batches as a single process with the
+same batch size, and each rank takes its share. Only rank 0 logs and writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import io
+import math
+import os
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ._io import atomic_write
+from .checkpoint import read_checkpoint, save_checkpoint
+from .data import DeadLeaves, ImageData, load_data, seeded_choice
+from .errors import CheckpointError, InvalidArgumentError, OutOfMemory
+from .models import create_model
+from .probe import Progress, no_progress, resolve_device
+
+ON_DEVICE = ("synthetic", "cifar10", "cifar100", "fashion-mnist")  # small enough to sit on the device as uint8
+SYNTHETIC_LENGTH = {True: 10_000, False: 2_000}  # images in the synthetic train and test splits
+CROP_PADDING = 4
+LOG_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "images_per_s", "peak_mem_mb",
+               "epoch_s")
+RUNTIME_FIELDS = ("device", "amp", "channels_last", "compile", "workers")  # how to run, not what to compute
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run; saved in its checkpoints, so `resume` continues it as it was."""
+
+    model: str
+    data: str = "cifar10"
+    epochs: int = 200
+    batch_size: int = 128  # the global batch: split across the ranks of a distributed run
+    lr: float = 0.1  # peak learning rate, reached after the warm-up
+    momentum: float = 0.9
+    wd: float = 5e-4
+    warmup: float = 1.0  # epochs of linear warm-up from 0, as He et al. warm up ResNet-110 (at most half the run)
+    label_smoothing: float = 0.0
+    augment: bool = True  # random crop (zero padding 4) and horizontal flip
+    subset: int | None = None  # train on a seeded random choice of this many training images
+    test_subset: int | None = None  # evaluate on this many test images (all by default)
+    image_size: int | None = None  # resize the images (default: the dataset's own)
+    model_kwargs: dict = field(default_factory=dict)
+    data_dir: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # bf16 autocast on CUDA (the CPU computes in float32 either way)
+    channels_last: bool = False
+    compile: bool = False
+    workers: int = 4  # data-loader workers for folders and ImageNet
+
+    def __post_init__(self) -> None:
+        checks = [("epochs", self.epochs >= 1, "at least 1"), ("batch_size", self.batch_size >= 1, "at least 1"),
+                  ("lr", self.lr > 0, "positive"), ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
+                  ("wd", self.wd >= 0, "non-negative"), ("warmup", self.warmup >= 0, "non-negative"),
+                  ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
+                  ("subset", self.subset is None or self.subset >= 1, "at least 1"),
+                  ("test_subset", self.test_subset is None or self.test_subset >= 1, "at least 1"),
+                  ("workers", self.workers >= 0, "non-negative")]
+        for name, valid, rule in checks:
+            value = getattr(self, name)
+            if not valid or (isinstance(value, float) and not math.isfinite(value)):
+                raise InvalidArgumentError(f"{name} must be {rule}, got {value}")
+
+
+def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """The learning rate of optimizer step `step` (0-based): linear warm-up to `lr` over `warmup` epochs (at most half
+    the run), then cosine decay to 0."""
+    total = config.epochs * steps_per_epoch
+    warmup = min(round(config.warmup * steps_per_epoch), total // 2)
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    return config.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+# -- data ------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class Split:
+    """One split of a dataset, ready to batch: uint8 images on the device (CIFAR-sized data), or a dataset of
+    [0, 1] float images read by a DataLoader (folders)."""
+
+    data: ImageData
+    labels: torch.Tensor  # (N,) on the device
+    images: torch.Tensor | None = None  # (N, C, H, W) uint8 on the device, or None for loader-read data
+    indices: list[int] | None = None  # the dataset indices a loader reads (a subset), else all
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(self, order: list[torch.Tensor], workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(images as float in [0, 1], labels) on the device for each index batch in `order` (positions in the
+        split)."""
+        if self.images is not None:
+            for batch in order:
+                batch = batch.to(self.labels.device)
+                yield self.images[batch].float().div_(255), self.labels[batch]
+            return
+        positions = [batch.tolist() for batch in order]
+        dataset = self.data.dataset if self.indices is None else torch.utils.data.Subset(self.data.dataset,
+                                                                                         self.indices)
+        loader = DataLoader(dataset, batch_sampler=positions, num_workers=workers,
+                            pin_memory=self.labels.device.type == "cuda", persistent_workers=False)
+        for images, labels in loader:
+            yield (images.to(self.labels.device, non_blocking=True),
+                   labels.to(self.labels.device, non_blocking=True))
+
+
+def _as_uint8(images: torch.Tensor) -> torch.Tensor:
+    return images.mul(255).round_().to(torch.uint8)
+
+
+def load_split(config: TrainConfig, train: bool, device: torch.device) -> Split:
+    """The training or test split of `config.data`, on `device` where it fits there (ON_DEVICE)."""
+    count = config.subset if train else config.test_subset
+    name = config.data.partition(":")[0]
+    length = count or SYNTHETIC_LENGTH[train]
+    data = load_data(config.data, train=train, image_size=config.image_size, length=length, root=config.data_dir,
+                     seed=config.seed)
+    what = f"the {'training' if train else 'test'} split of {data.name}"
+    chosen = seeded_choice(len(data.dataset), count, config.seed, what)
+    if name not in ON_DEVICE:
+        targets = torch.as_tensor(data.dataset.targets)
+        labels = targets if chosen is None else targets[chosen]
+        return Split(data, labels.to(device), indices=chosen)
+    raw = data.dataset
+    if isinstance(raw, DeadLeaves):
+        pairs = [raw[i] for i in range(len(raw))]
+        images, labels = _as_uint8(torch.stack([p[0] for p in pairs])), torch.tensor([p[1] for p in pairs])
+    else:  # torchvision's CIFAR (N, H, W, C) arrays and Fashion-MNIST (N, H, W) tensors
+        images = torch.as_tensor(np.asarray(raw.data))
+        images = images[:, None] if images.ndim == 3 else images.permute(0, 3, 1, 2)
+        labels = torch.as_tensor(np.asarray(raw.targets))
+        if chosen is not None:
+            images, labels = images[chosen], labels[chosen]
+        if data.image_size != images.shape[-1]:
+            images = _as_uint8(F.interpolate(images.float() / 255, size=data.image_size, mode="bilinear",
+                                             antialias=True, align_corners=False).clamp_(0, 1))
+    return Split(data, labels.long().to(device), images.contiguous().to(device))
+
+
+def epoch_plan(size: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True, drop_last: bool = True,
+               augment: bool = False) -> list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]:
+    """(positions, crop offsets (B, 2), flips (B,)) of each global batch of epoch `epoch`, from a generator seeded
+    with (seed, epoch) alone: every rank, and every resumed run, draws the same."""
+    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
+    order = torch.randperm(size, generator=generator) if shuffle else torch.arange(size)
+    stop = size - size % batch_size if drop_last else size
+    plan = []
+    for start in range(0, stop, batch_size):
+        positions = order[start:start + batch_size]
+        offsets = flips = None
+        if augment:
+            offsets = torch.randint(2 * CROP_PADDING + 1, (len(positions), 2), generator=generator)
+            flips = torch.rand(len(positions), generator=generator) < 0.5
+        plan.append((positions, offsets, flips))
+    return plan
+
+
+def crop_and_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Random crops of the zero-padded images (offsets in [0, 2 * padding]) and horizontal flips, on the images'
+    device, by two gathers (rows, then columns)."""
+    batch, _, height, width = images.shape
+    padded = F.pad(images, (CROP_PADDING,) * 4)
+    offsets, flips = offsets.to(images.device), flips.to(images.device)
+    rows = offsets[:, 0, None] + torch.arange(height, device=images.device)  # (B, H)
+    columns = torch.arange(width, device=images.device).expand(batch, width)
+    columns = torch.where(flips[:, None], columns.flip(1), columns) + offsets[:, 1, None]  # (B, W)
+    gather_rows = torch.gather(padded, 2, rows[:, None, :, None].expand(-1, images.shape[1], -1, padded.shape[3]))
+    return torch.gather(gather_rows, 3, columns[:, None, None, :].expand(-1, images.shape[1], height, -1))
+
+
+# -- the run ---------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a torchrun job (rank 0 of 1 without one)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    def share(self, batch: torch.Tensor) -> torch.Tensor:
+        """This rank's contiguous share of a global batch."""
+        per_rank = len(batch) // self.world
+        return batch[self.rank * per_rank:(self.rank + 1) * per_rank]
+
+    def all_sum(self, values: torch.Tensor) -> torch.Tensor:
+        if self.enabled:
+            dist.all_reduce(values)
+        return values
+
+    def share_buffers(self, model: nn.Module) -> None:
+        """Rank 0's buffers (BN statistics) on every rank: each rank updated its own in the last training step."""
+        if self.enabled:
+            for buffer in model.buffers():
+                dist.broadcast(buffer, 0)
+
+
+@contextlib.contextmanager
+def distributed_from_environment(device: str) -> Iterator[Distributed]:
+    """Join the torchrun job that the environment describes (WORLD_SIZE > 1): NCCL on CUDA, gloo on the CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        yield Distributed()
+        return
+    cuda = device != "cpu" and torch.cuda.is_available()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        yield Distributed(dist.get_rank(), dist.get_world_size(), local_rank)
+    finally:
+        dist.destroy_process_group()
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / (2 ** 20 if sys.platform == "darwin" else 2 ** 10)
+
+
+def _write_log(path: Path, history: list[dict]) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=LOG_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write(path, lambda f: f.write(text.getvalue().encode()))
+
+
+def _resumed_config(config: TrainConfig, saved: dict, source: Path) -> TrainConfig:
+    """The saved run's config, with this call's runtime fields; a setting that this call asks for explicitly (not
+    at its default) and that differs from the saved run's is refused, since it would not continue the same run."""
+    defaults = TrainConfig(model=saved["model"])
+    conflicts = [f"{name}={saved[name]!r}, not {getattr(config, name)!r}" for name in saved
+                 if name not in RUNTIME_FIELDS and name != "model" and getattr(config, name) != saved[name]
+                 and getattr(config, name) != getattr(defaults, name)]
+    if config.model != saved["model"]:
+        conflicts.insert(0, f"model={saved['model']!r}, not {config.model!r}")
+    if conflicts:
+        raise InvalidArgumentError(f"--resume continues the run in {source.parent} as it was set up; it has "
+                                   f"{'; '.join(conflicts)}")
+    return TrainConfig(**{**saved, **{name: getattr(config, name) for name in RUNTIME_FIELDS}})
+
+
+def read_resume_point(out: Path) -> dict:
+    """The latest checkpoint in `out`, which `resume` continues from."""
+    path = out / "latest.pt"
+    if not path.is_file():
+        raise CheckpointError(f"--resume: no checkpoint to resume in {out} (expected {path.name}); "
+                              "start the run without --resume")
+    saved = read_checkpoint(path)
+    if saved["format"] is None or "optimizer" not in saved or "train_config" not in saved:
+        raise CheckpointError(f"--resume: {path} is not a training checkpoint of dissipate (it has no optimizer "
+                              "state or training config)")
+    return saved
+
+
+EpochCallback = Callable[[dict], None]
+
+
+def train(config: TrainConfig, out: str | os.PathLike, resume: bool = False, progress: Progress | None = None,
+          on_epoch: EpochCallback | None = None, stop_after: int | None = None) -> list[dict]:
+    """Train `config.model` on `config.data`; returns the log, one dict per epoch (LOG_COLUMNS).
+
+    Each epoch appends a row to `out/log.csv` and writes `out/latest.pt` (and `out/best.pt` when the test accuracy
+    is the best so far), atomically. `resume=True` continues from `out/latest.pt`. `stop_after` ends the run after
+    that epoch, as if it had been killed there. `progress(items, length, label)` wraps each epoch's batches, and
+    `on_epoch(row)` sees each log row (rank 0 only). Under torchrun (WORLD_SIZE > 1) every rank calls this.
+    """
+    out = Path(out)
+    saved = None
+    if resume:
+        saved = read_resume_point(out)
+        config = _resumed_config(config, saved["train_config"], out / "latest.pt")
+    device = resolve_device(config.device)
+    with distributed_from_environment(config.device) as ranks:
+        if ranks.enabled and device.type == "cuda":
+            device = torch.device("cuda", ranks.local_rank)
+        try:
+            return _run(config, out, saved, device, ranks, progress, on_epoch, stop_after)
+        except torch.OutOfMemoryError:
+            raise OutOfMemory(f"{config.model} at batch size {config.batch_size} does not fit in the memory of "
+                              f"{device}; lower --batch-size") from None
+
+
+def _run(config: TrainConfig, out: Path, saved: dict | None, device: torch.device, ranks: Distributed,
+         progress: Progress | None, on_epoch: EpochCallback | None, stop_after: int | None) -> list[dict]:
+    train_split, test_split = load_split(config, True, device), load_split(config, False, device)
+    data = train_split.data
+    if config.batch_size > len(train_split):
+        raise InvalidArgumentError(f"batch size {config.batch_size} is larger than the {len(train_split)} training "
+                                   f"images of {data.name}")
+    if config.batch_size % ranks.world:
+        raise InvalidArgumentError(f"batch size {config.batch_size} does not split evenly over {ranks.world} "
+                                   "processes")
+
+    torch.manual_seed(config.seed)  # the same initial weights on every rank, and for every run of this seed
+    model = create_model(config.model, num_classes=data.num_classes, in_chans=data.in_chans,
+                         image_size=data.image_size, **config.model_kwargs)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model.to(device, memory_format=memory_format)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0,
+                                weight_decay=config.wd)
+    history: list[dict] = []
+    if saved is not None:
+        model.load_state_dict(saved["state_dict"])
+        optimizer.load_state_dict(saved["optimizer"])
+        history = list(saved["history"])
+    compiled = torch.compile(model) if config.compile else model
+    net = compiled  # what trains: under torchrun, wrapped to average the gradients over the ranks
+    if ranks.enabled:
+        net = nn.parallel.DistributedDataParallel(compiled, device_ids=[device.index] if device.type == "cuda" else None)
+
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    mean = torch.tensor(data.mean, device=device)[:, None, None]
+    std = torch.tensor(data.std, device=device)[:, None, None]
+    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=config.amp and device.type == "cuda")
+    steps_per_epoch = len(train_split) // config.batch_size
+    best = max((row["test_acc"] for row in history), default=-1.0)
+    wrap = progress if progress is not None and ranks.rank == 0 else no_progress
+
+    def model_input(images: torch.Tensor) -> torch.Tensor:
+        return ((images - mean) / std).contiguous(memory_format=memory_format)
+
+    for epoch in range(len(history) + 1, config.epochs + 1):
+        if stop_after is not None and epoch > stop_after:
+            break
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        started = time.perf_counter()
+        plan = epoch_plan(len(train_split), config.batch_size, config.seed, epoch, augment=config.augment)
+        totals = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, count
+        net.train()
+        step = (epoch - 1) * steps_per_epoch
+        batches = train_split.batches([ranks.share(positions) for positions, _, _ in plan], config.workers)
+        with wrap(zip(plan, batches, strict=True), len(plan), f"epoch {epoch}/{config.epochs}") as steps:
+            for (_, offsets, flips), (images, labels) in steps:
+                if config.augment:
+                    images = crop_and_flip(images, ranks.share(offsets), ranks.share(flips))
+                lr = learning_rate(config, step, steps_per_epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                with torch.autocast(**autocast):
+                    logits = net(model_input(images))
+                    loss = criterion(logits.float(), labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                totals += torch.stack([loss.detach().double() * len(labels),
+                                       (logits.argmax(1) == labels).sum().double(),
+                                       torch.tensor(len(labels), device=device, dtype=torch.float64)])
+        loss_sum, correct, count = ranks.all_sum(totals).tolist()
+        elapsed = time.perf_counter() - started
+        ranks.share_buffers(model)
+        test_loss, test_acc = evaluate(compiled, test_split, config, ranks, model_input, autocast)
+        row = {"epoch": epoch, "train_loss": loss_sum / count, "train_acc": correct / count, "test_loss": test_loss,
+               "test_acc": test_acc, "lr": lr, "images_per_s": count / elapsed,
+               "peak_mem_mb": _peak_memory_mb(device), "epoch_s": elapsed}
+        history.append(row)
+        if ranks.rank == 0:
+            _save(out, model, optimizer, config, data, history, is_best=test_acc > best)
+            if on_epoch is not None:
+                on_epoch(row)
+        best = max(best, test_acc)
+    return history
+
+
+@torch.no_grad()
+def evaluate(net: nn.Module, split: Split, config: TrainConfig, ranks: Distributed,
+             model_input: Callable[[torch.Tensor], torch.Tensor], autocast: dict) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) over the whole split, each rank scoring every world-th image."""
+    net.eval()
+    plan = epoch_plan(len(split), config.batch_size, 0, 0, shuffle=False, drop_last=False)
+    shares = [positions[ranks.rank::ranks.world] for positions, _, _ in plan]
+    totals = torch.zeros(3, device=split.labels.device, dtype=torch.float64)
+    for images, labels in split.batches([s for s in shares if len(s)], config.workers):
+        with torch.autocast(**autocast):
+            logits = net(model_input(images)).float()
+        totals += torch.stack([F.cross_entropy(logits, labels, reduction="sum").double(),
+                               (logits.argmax(1) == labels).sum().double(),
+                               torch.tensor(len(labels), device=totals.device, dtype=torch.float64)])
+    loss_sum, correct, count = ranks.all_sum(totals).tolist()
+    return loss_sum / count, correct / count
+
+
+def _save(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig, data: ImageData,
+          history: list[dict], is_best: bool) -> None:
+    """latest.pt (and best.pt), then log.csv, each atomically: a run killed at any point resumes from latest.pt."""
+    out.mkdir(parents=True, exist_ok=True)
+    row = history[-1]
+    for name in ("latest.pt", "best.pt") if is_best else ("latest.pt",):
+        save_checkpoint(out / name, model, dataset=data.name, epoch=row["epoch"], metrics=row,
+                        optimizer=optimizer.state_dict(), train_config=dataclasses.asdict(config), history=history)
+    _write_log(out / "log.csv", history)

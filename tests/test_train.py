@@ -1,0 +1,277 @@
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from PIL import Image
+
+from dissipate import train as train_module
+from dissipate.checkpoint import read_checkpoint
+from dissipate.errors import CheckpointError, InvalidArgumentError
+from dissipate.train import LOG_COLUMNS, TrainConfig, crop_and_flip, epoch_plan, learning_rate, load_split, train
+from tests.test_data import write_fashion_mnist
+
+# a run of a few dozen steps on synthetic images: 8 steps of 32 images per epoch
+TINY = dict(model="resnet20", data="synthetic", batch_size=32, subset=256, test_subset=64, lr=0.05, warmup=0.5,
+            device="cpu")
+TIMING = ("images_per_s", "peak_mem_mb", "epoch_s")  # columns that differ between runs of one computation
+
+
+def without_timing(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in history]
+
+
+def parameters(path: Path) -> dict[str, torch.Tensor]:
+    return read_checkpoint(path)["state_dict"]
+
+
+def test_the_schedule_warms_up_linearly_then_decays_by_a_cosine_to_zero():
+    config = TrainConfig(model="resnet20", epochs=10, lr=0.2, warmup=2)
+    rates = [learning_rate(config, step, 5) for step in range(50)]
+    assert rates[:10] == pytest.approx([0.02 * (i + 1) for i in range(10)])
+    assert rates[10] == pytest.approx(0.2) and rates[-1] == pytest.approx(0.2 * 0.5 * (1 + np.cos(np.pi * 39 / 40)))
+    assert all(a >= b for a, b in zip(rates[9:], rates[10:], strict=False))
+    short = TrainConfig(model="resnet20", epochs=1, warmup=5)  # warm-up capped at half the run: 2 of 4 steps
+    assert [learning_rate(short, step, 4) for step in range(4)] == pytest.approx([0.05, 0.1, 0.1, 0.05])
+
+
+def test_crop_and_flip_is_a_padded_crop_then_a_mirror():
+    images = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8)
+    offsets = torch.tensor([[0, 0], [8, 8], [4, 4], [2, 7], [6, 1]])
+    flips = torch.tensor([False, True, False, True, False])
+    padded = F.pad(images, (4,) * 4)
+    expected = torch.stack([padded[i, :, r:r + 8, c:c + 8] for i, (r, c) in enumerate(offsets.tolist())])
+    expected[flips] = expected[flips].flip(3)
+    assert torch.equal(crop_and_flip(images, offsets, flips), expected)
+    assert torch.equal(crop_and_flip(images, offsets[2:3].expand(5, 2), torch.zeros(5, dtype=torch.bool)), images)
+
+
+def test_epoch_plans_depend_on_seed_and_epoch_only():
+    first = epoch_plan(100, 32, seed=3, epoch=1, augment=True)
+    again = epoch_plan(100, 32, seed=3, epoch=1, augment=True)
+    assert len(first) == 3 and all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in
+                                   zip(first, again, strict=True))
+    positions = torch.cat([batch[0] for batch in first])
+    assert len(positions.unique()) == 96  # no image twice; the last partial batch is dropped
+    assert not torch.equal(positions, torch.cat([b[0] for b in epoch_plan(100, 32, seed=3, epoch=2)]))
+    tail = epoch_plan(100, 32, seed=0, epoch=0, shuffle=False, drop_last=False)
+    assert torch.equal(torch.cat([b[0] for b in tail]), torch.arange(100))
+
+
+def test_loss_falls_and_accuracy_rises_above_chance_within_a_few_dozen_steps(tmp_path):
+    history = train(TrainConfig(**TINY, epochs=4, augment=False), tmp_path)
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4]
+    assert history[-1]["train_loss"] < 0.9 * history[0]["train_loss"]
+    assert history[-1]["train_acc"] > 0.2 and max(row["test_acc"] for row in history) > 0.15  # 10 classes
+    log = pd.read_csv(tmp_path / "log.csv")
+    assert list(log.columns) == list(LOG_COLUMNS) and len(log) == 4 and (log["images_per_s"] > 0).all()
+    best = read_checkpoint(tmp_path / "best.pt")
+    assert best["epoch"] == int(log["test_acc"].idxmax()) + 1 and best["model"] == "resnet20"
+    assert read_checkpoint(tmp_path / "latest.pt")["epoch"] == 4
+
+
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
+    """k steps, stop, resume to 2k: on the CPU, the same parameters, BN statistics, optimizer state and log."""
+    config = TrainConfig(**TINY, epochs=2)
+    whole = train(config, tmp_path / "whole")
+    first = train(config, tmp_path / "parts", stop_after=1)
+    assert len(first) == 1 and read_checkpoint(tmp_path / "parts" / "latest.pt")["epoch"] == 1
+    resumed = train(config, tmp_path / "parts", resume=True)
+    ends = [read_checkpoint(tmp_path / run / "latest.pt") for run in ("whole", "parts")]
+    for key, value in ends[0]["state_dict"].items():
+        assert torch.equal(value, ends[1]["state_dict"][key]), key
+    momentum = [torch.cat([s["momentum_buffer"].flatten() for s in end["optimizer"]["state"].values()])
+                for end in ends]
+    assert torch.equal(*momentum)
+    assert without_timing(whole) == without_timing(resumed)
+
+
+def test_resume_refuses_a_different_run_and_needs_a_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint to resume in"):
+        train(TrainConfig(**TINY, epochs=1), tmp_path, resume=True)
+    train(TrainConfig(**TINY, epochs=1), tmp_path)
+    with pytest.raises(InvalidArgumentError, match=r"it has lr=0.05, not 0.2"):
+        train(TrainConfig(**{**TINY, "lr": 0.2}, epochs=1), tmp_path, resume=True)
+
+
+def test_bad_settings_are_refused():
+    for changes, message in [({"lr": 0}, "lr must be positive, got 0"), ({"lr": -0.1}, "lr must be positive"),
+                             ({"epochs": 0}, "epochs must be at least 1"), ({"momentum": 1.0}, "momentum must be in")]:
+        with pytest.raises(InvalidArgumentError, match=message):
+            TrainConfig(**{**TINY, **changes})
+
+
+def test_a_batch_larger_than_the_data_is_refused(tmp_path):
+    with pytest.raises(InvalidArgumentError, match="batch size 512 is larger than the 256 training images"):
+        train(TrainConfig(**{**TINY, "batch_size": 512}), tmp_path)
+    assert not (tmp_path / "latest.pt").exists()
+
+
+def test_fashion_mnist_trains_from_its_files_on_the_device_path(tmp_path, monkeypatch):
+    images = write_fashion_mnist(tmp_path / "FashionMNIST" / "raw", compress=False, count=40)
+    config = TrainConfig(model="plain20", data="fashion-mnist", data_dir=str(tmp_path), epochs=1, batch_size=8,
+                         device="cpu", image_size=32)
+    split = load_split(config, True, torch.device("cpu"))
+    assert split.images.dtype == torch.uint8 and split.images.shape == (40, 1, 32, 32)
+    native = load_split(TrainConfig(**{**config.__dict__, "image_size": None}), True, torch.device("cpu"))
+    assert torch.equal(native.images[:, 0], torch.from_numpy(images.astype(np.uint8)))
+    assert torch.equal(split.labels, torch.arange(40) % 10)
+    history = train(config, tmp_path / "run")
+    assert read_checkpoint(tmp_path / "run" / "latest.pt")["in_chans"] == 1 and len(history) == 1
+
+
+def test_folders_train_through_the_loader_path(tmp_path):
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            (tmp_path / "net" / split / cls).mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(np.full((40, 40, 3), 60 * i, dtype=np.uint8)).save(
+                    tmp_path / "net" / split / cls / f"{i}.png")
+    config = TrainConfig(model="resnet18", data=f"imagenet:{tmp_path / 'net'}", image_size=32, epochs=1,
+                         batch_size=4, workers=0, device="cpu")
+    assert load_split(config, True, torch.device("cpu")).images is None
+    history = train(config, tmp_path / "run")
+    assert history[0]["test_acc"] in (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ddp_worker(rank: int, world: int, port: int, config: TrainConfig, out: str, report: str) -> None:
+    """One rank of a torchrun-like job (the environment torchrun sets). It reports the files the library wrote
+    from this rank, its log, and its model's final parameters (this test's hooks, not the library's)."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    writes, models = [], []
+    save, log, create = train_module.save_checkpoint, train_module._write_log, train_module.create_model
+    train_module.save_checkpoint = lambda path, *a, **k: (writes.append(str(path)), save(path, *a, **k))[1]
+    train_module._write_log = lambda path, *a: (writes.append(str(path)), log(path, *a))[1]
+    train_module.create_model = lambda *a, **k: models.append(create(*a, **k)) or models[-1]
+    history = train(config, out)
+    Path(report, f"rank{rank}.json").write_text(json.dumps({"writes": writes, "history": without_timing(history)}))
+    torch.save(models[0].state_dict(), Path(report, f"rank{rank}.pt"))
+
+
+class HalfBatchNorm(torch.nn.BatchNorm2d):
+    """Batch norm over each half of the batch on its own: what two DDP ranks compute (SyncBatchNorm needs CUDA)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([super(HalfBatchNorm, self).forward(half) for half in x.chunk(2)])
+
+
+def test_ddp_with_gloo_on_two_processes(tmp_path, monkeypatch):
+    """Two ranks, the global batch split between them: identical parameters on both, and only rank 0 writes.
+    They match one process with the same global batch whose batch norm, like the ranks', normalises each half of
+    the batch on its own (full-batch BN moves the gradient by about 20% at batch 32). Stated tolerance: 1% of the
+    distance that training moved the parameters, far below what a real fault moves them (summed instead of averaged
+    gradients double every step; both ranks on one half see other images). One step agrees to 3e-6 of it, but float
+    rounding (even another thread count) grows by orders of magnitude per step at small batches and a high learning
+    rate, so the run is kept to 4 steps at lr 0.01 (measured: 0.3%)."""
+    config = TrainConfig(**{**TINY, "subset": 128, "batch_size": 64, "lr": 0.01}, epochs=2)  # 4 steps, 2 epochs
+    report = tmp_path / "report"
+    report.mkdir()
+    mp.spawn(ddp_worker, args=(2, free_port(), config, str(tmp_path / "ddp"), str(report)), nprocs=2)
+    logs = [json.loads((report / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert logs[1]["writes"] == [] and len(logs[0]["writes"]) >= 4
+    assert logs[0]["history"] == logs[1]["history"]  # losses and accuracies are summed over both ranks
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["best.pt", "latest.pt", "log.csv"]
+    ranks = [torch.load(report / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    weights = [k for k, v in ranks[0].items() if v.is_floating_point() and "running" not in k]
+    assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in weights)
+
+    create = train_module.create_model
+
+    def with_half_batch_norm(*args, **kwargs):
+        model = create(*args, **kwargs)
+        for module in model.modules():
+            if type(module) is torch.nn.BatchNorm2d:
+                module.__class__ = HalfBatchNorm
+        return model
+
+    monkeypatch.setattr(train_module, "create_model", with_half_batch_norm)
+    train(config, tmp_path / "single")
+    single = parameters(tmp_path / "single" / "latest.pt")
+    torch.manual_seed(config.seed)
+    initial = create("resnet20", num_classes=10, in_chans=3, image_size=32).state_dict()
+    moved = torch.cat([(single[k] - initial[k]).flatten() for k in weights]).norm()
+    apart = torch.cat([(ranks[0][k] - single[k]).flatten() for k in weights]).norm()
+    assert moved > 0.05 and apart < 1e-2 * moved, (apart.item(), moved.item())
+
+
+KILLED_DURING_SAVE = """
+import sys, time
+import torch
+from dissipate import train
+
+real_save, calls = torch.save, []
+def stalled_save(obj, file, *args, **kwargs):
+    calls.append(1)
+    if len(calls) == 3:  # epoch 2's latest.pt: half written, then the process is killed
+        file.write(b"half a checkpoint")
+        file.flush()
+        open(sys.argv[2], "w").close()
+        time.sleep(600)
+    return real_save(obj, file, *args, **kwargs)
+torch.save = stalled_save
+config = train.TrainConfig(model="resnet20", data="synthetic", batch_size=32, subset=64, test_subset=32, epochs=2,
+                           device="cpu")
+train.train(config, sys.argv[1])
+"""
+
+
+def test_a_run_killed_while_writing_a_checkpoint_resumes_from_the_previous_one(tmp_path):
+    script, marker, out = tmp_path / "run.py", tmp_path / "writing", tmp_path / "run"
+    script.write_text(KILLED_DURING_SAVE)
+    process = subprocess.Popen([sys.executable, str(script), str(out), str(marker)])
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marker.exists(), "the run never reached its second checkpoint"
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert read_checkpoint(out / "latest.pt")["epoch"] == 1  # the previous checkpoint, whole
+    config = TrainConfig(model="resnet20", data="synthetic", batch_size=32, subset=64, test_subset=32, epochs=2,
+                         device="cpu")
+    history = train(config, out, resume=True)
+    assert [row["epoch"] for row in history] == [1, 2] and read_checkpoint(out / "latest.pt")["epoch"] == 2
+
+
+def test_running_out_of_memory_is_one_sentence(tmp_path, monkeypatch):
+    def out_of_memory(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(train_module, "_run", out_of_memory)
+    with pytest.raises(MemoryError, match="resnet20 at batch size 32 does not fit in the memory of cpu; lower"):
+        train(TrainConfig(**TINY), tmp_path)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_on_cuda_with_bf16_and_channels_last_learns_and_resumes_exactly(tmp_path):
+    """The GPU path: data on the device, bf16 autocast, channels_last. Loss falls, and a resumed run ends with the
+    parameters of an uninterrupted one (cuDNN made deterministic for the comparison)."""
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    config = TrainConfig(**{**TINY, "device": "cuda"}, epochs=4, augment=False, channels_last=True)
+    history = train(config, tmp_path / "whole")
+    assert history[-1]["train_loss"] < 0.9 * history[0]["train_loss"] and history[-1]["peak_mem_mb"] > 0
+    train(config, tmp_path / "parts", stop_after=2)
+    train(config, tmp_path / "parts", resume=True)
+    whole, parts = parameters(tmp_path / "whole" / "latest.pt"), parameters(tmp_path / "parts" / "latest.pt")
+    assert all(torch.equal(whole[k], parts[k]) for k in whole)
