@@ -146,7 +146,8 @@ def load_model_and_data(model: str | None, model_args: Iterable[str], checkpoint
 
 @app.command()
 def probe(
-    model: str = typer.Option(..., "--model", "-m", help="Model name (see `dissipate models`)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (see `dissipate models`); a "
+                                                                    "dissipate checkpoint names its own."),
     model_args: List[str] = MODEL_ARGS,
     checkpoint: Optional[Path] = typer.Option(None, help="A dissipate checkpoint, or a bare state_dict of --model; "
                                                          "without one the model is probed at initialisation."),
@@ -173,7 +174,7 @@ def probe(
         frame = run_probe(net, images, config, progress=progress)
     for notice in {str(n.message) for n in notices if issubclass(n.category, ProbeNotice)}:
         typer.echo(f"note: {notice}", err=True)
-    save_probe(frame, out, title=f"{model} ({'checkpoint' if checkpoint else 'init'}) on {images.name}",
+    save_probe(frame, out, title=f"{net.spec.name} ({'checkpoint' if checkpoint else 'init'}) on {images.name}",
                model_kwargs=net.spec.kwargs, checkpoint=str(checkpoint) if checkpoint else None,
                image_size=images.image_size)
 
@@ -308,3 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     except DissipateError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; files already written are complete (a training run resumes with --resume)",
+                   err=True)
+        sys.exit(130)

@@ -28,3 +28,7 @@ class CheckpointError(DissipateError, ValueError):
 
 class OutOfMemory(DissipateError, MemoryError):
     """A run that does not fit in the device's memory at the settings asked for."""
+
+
+class TrainingDiverged(DissipateError, ArithmeticError):
+    """A training loss that became NaN or infinite."""

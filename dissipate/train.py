@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader
 from ._io import atomic_write
 from .checkpoint import read_checkpoint, save_checkpoint
 from .data import DeadLeaves, ImageData, load_data, seeded_choice
-from .errors import CheckpointError, InvalidArgumentError, OutOfMemory
+from .errors import CheckpointError, InvalidArgumentError, OutOfMemory, TrainingDiverged
 from .models import create_model
 from .probe import Progress, no_progress, resolve_device
 
@@ -386,6 +386,10 @@ def _run(config: TrainConfig, out: Path, saved: dict | None, device: torch.devic
                                        (logits.argmax(1) == labels).sum().double(),
                                        torch.tensor(len(labels), device=device, dtype=torch.float64)])
         loss_sum, correct, count = ranks.all_sum(totals).tolist()
+        if not math.isfinite(loss_sum):  # checked once an epoch: a check per step would stall the GPU every step
+            kept = f"; {out / 'latest.pt'} holds epoch {epoch - 1}" if epoch > 1 else ""
+            raise TrainingDiverged(f"training diverged in epoch {epoch} (the loss is not finite at learning rate "
+                                   f"{config.lr}); lower --lr or lengthen --warmup{kept}")
         elapsed = time.perf_counter() - started
         ranks.share_buffers(model)
         test_loss, test_acc = evaluate(compiled, test_split, config, ranks, model_input, autocast)

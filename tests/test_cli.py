@@ -60,6 +60,8 @@ def test_models_json_and_table(capsys):
     (["probe", "--model", "resnet20", "--data", "mnist"], "unknown dataset 'mnist'"),
     (["probe", "--model", "pnnh20", "--model-arg", "coder"], "--model-arg expects KEY=VALUE"),
     (["probe", "--model", "pnnh20", "--model-arg", "coder=1"], "model 'pnnh20' takes no argument coder; it takes"),
+    (["probe"], "name a model with --model (or give a dissipate checkpoint, which names its own)"),
+    (["train", "--data", "synthetic"], "name the model with --model, or the run to resume with --out"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, args, message):
     code, out, err = run_cli(capsys, *args)
@@ -224,10 +226,20 @@ def test_train_logs_each_epoch_and_its_checkpoints_feed_probe_and_bound_check(ca
     assert len(pd.read_csv(run / "log.csv")) == 2
     code, out, err = run_cli(capsys, "train", "--out", str(run), "--resume", "--epochs", "3")
     assert code == 2 and "it has epochs=2, not 3" in err
-    code, out, err = run_cli(capsys, "probe", "--model", "resnet20", "--checkpoint", str(run / "best.pt"),
-                             "--num-images", "16", "--metrics", "survival", "--format", "csv", "--out",
+    code, out, err = run_cli(capsys, "probe", "--checkpoint", str(run / "best.pt"), "--num-images", "16", "--metrics", "survival", "--format", "csv", "--out",
                              str(tmp_path / "probe"))
     assert code == 0 and len(pd.read_csv(io.StringIO(out))) == 19, err
     code, out, err = run_cli(capsys, "bound-check", "--checkpoint", str(run / "latest.pt"), "--num-images", "16",
                              "--format", "csv")
     assert code == 0 and (pd.read_csv(io.StringIO(out))["level"] == "trained").all(), err
+
+
+def test_an_interrupt_is_one_line_and_exit_130(capsys, monkeypatch):
+    from dissipate import cli
+
+    def interrupted(**kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "app", interrupted)
+    code, _, err = run_cli(capsys, "train", "--model", "resnet20")
+    assert code == 130 and err.startswith("interrupted;") and err.count("\n") == 1

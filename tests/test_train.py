@@ -275,3 +275,11 @@ def test_training_on_cuda_with_bf16_and_channels_last_learns_and_resumes_exactly
     train(config, tmp_path / "parts", resume=True)
     whole, parts = parameters(tmp_path / "whole" / "latest.pt"), parameters(tmp_path / "parts" / "latest.pt")
     assert all(torch.equal(whole[k], parts[k]) for k in whole)
+
+
+def test_a_diverged_run_stops_with_one_sentence_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    train(TrainConfig(**TINY, epochs=3), tmp_path, stop_after=1)
+    monkeypatch.setattr(train_module, "learning_rate", lambda config, step, steps_per_epoch: 1e30)
+    with pytest.raises(ArithmeticError, match=r"training diverged in epoch 2 .*latest\.pt holds epoch 1"):
+        train(TrainConfig(**TINY, epochs=3), tmp_path, resume=True)
+    assert read_checkpoint(tmp_path / "latest.pt")["epoch"] == 1 and len(pd.read_csv(tmp_path / "log.csv")) == 1
