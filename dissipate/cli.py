@@ -18,21 +18,20 @@ import pandas as pd
 import typer
 
 from . import __version__
+from . import bound_check as checks
 from .checkpoint import read_checkpoint
 from .data import DATASETS, load_data
 from .errors import DissipateError, InvalidArgumentError
 from .models import get_model_entry, model_table, select_models
-from . import bound_check as checks
 from .plots import plot_bound_check
 from .probe import METRICS, ProbeConfig, ProbeNotice, probe_model, save_probe
+from .probe import probe as run_probe
 from .theory import MonteCarloConfig
 from .train import TrainConfig, read_resume_point
 from .train import train as run_training
 
-TRAIN_DEFAULTS = TrainConfig(model="")  # the defaults the command shows
-from .probe import probe as run_probe
-
 T = TypeVar("T")
+TRAIN_DEFAULTS = TrainConfig(model="")  # the defaults that `dissipate train --help` shows
 app = typer.Typer(help="Measure how a network's input survives, layer by layer.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 

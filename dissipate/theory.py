@@ -112,6 +112,20 @@ class MonteCarloConfig:
     coder_ratio: float = 1.0  # k / n of the PNNH layers
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for name, values, known in (("kinds", self.kinds, LAYER_KINDS), ("inputs", self.inputs, INPUTS)):
+            unknown = [v for v in values if v not in known]
+            if unknown or not values:
+                raise InvalidArgumentError(f"Monte Carlo {name} must be among {', '.join(known)}, got {values}")
+        checks = [("samples", self.samples >= 2, "at least 2 (the standard errors need two)"),
+                  ("depth", self.depth >= 1, "at least 1"), ("coder_ratio", 0 < self.coder_ratio <= 1, "in (0, 1]"),
+                  ("widths", bool(self.widths) and min(self.widths) >= 1, "positive")]
+        for name, valid, rule in checks:
+            if not valid:
+                raise InvalidArgumentError(f"Monte Carlo {name} must be {rule}, got {getattr(self, name)}")
+        if "images" in self.inputs and any(round(w ** 0.5) ** 2 != w for w in self.widths):
+            raise InvalidArgumentError(f"images as inputs need square widths (16x16 = 256), got {self.widths}")
+
 
 def draw_inputs(name: str, samples: int, width: int, generator: torch.Generator) -> torch.Tensor:
     """(samples, width) layer inputs, each with a positive mean (as activations and pixels have):

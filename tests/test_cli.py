@@ -189,6 +189,8 @@ def test_bound_check_of_a_checkpoint_reports_findings_and_exits_0(capsys, tmp_pa
     (["--model", "resnet20", "--out", "figure.txt"], "a .png or .pdf file"),
     (["--model", "resnet2"], "unknown model 'resnet2'"),
     (["--model", "resnet20", "--num-images", "0"], "num_images must be at least 1"),
+    (["--samples", "1"], "Monte Carlo samples must be at least 2"),
+    (["--width", "200"], "images as inputs need square widths (16x16 = 256), got (200,)"),
 ])
 def test_bound_check_bad_usage_is_one_line_and_exit_2(capsys, args, message):
     code, _, err = run_cli(capsys, "bound-check", *args)
