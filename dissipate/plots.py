@@ -89,9 +89,10 @@ def plot_bound_check(frame: pd.DataFrame, path: str | os.PathLike, title: str | 
         axis.set_ylabel("fraction of pre-activations > 0")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=7, loc="upper right")
     for axis in axes[len(groups):]:
         axis.set_visible(False)
+    legend = {label: handle for axis in axes for handle, label in zip(*axis.get_legend_handles_labels(), strict=True)}
+    figure.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=min(len(legend), 5), fontsize=8)
     figure.suptitle(title or "surviving fraction against its bound")
     suffix = os.path.splitext(path)[1].lstrip(".").lower() or "png"
     atomic_write(path, lambda f: figure.savefig(f, format=suffix, dpi=110))

@@ -182,7 +182,9 @@ def test_bound_check_of_a_checkpoint_reports_findings_and_exits_0(capsys, tmp_pa
     assert code == 0, err
     frame = pd.read_csv(io.StringIO(out))
     assert (frame["level"] == "trained").all() and not frame["holds"].all()
-    assert err.count("finding: at layer") == (~frame["holds"]).sum() and "FAILED" not in err
+    failing = (~frame["holds"]).sum()
+    assert err.count("finding: at layer") == failing and "FAILED" not in err
+    assert f"{failing} of 19 bounds on the trained network do not hold (findings, not errors)" in err
 
 
 @pytest.mark.parametrize("args, message", [
