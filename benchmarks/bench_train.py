@@ -24,10 +24,11 @@ from dissipate.train import TrainConfig, train
 
 
 def measure(name: str, image_size: int, args: argparse.Namespace, on_cuda: bool) -> dict | None:
-    """The last epoch's log row of a short run of `name`, or None when it ran out of memory."""
-    config = TrainConfig(model=name, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
-                         subset=args.subset, test_subset=args.batch_size, image_size=image_size, warmup=0,
-                         device=args.device, amp=on_cuda, channels_last=on_cuda, compile=args.compile)
+    """The last epoch's log row of a short run of `name`, or None when it ran out of memory. The learning rate is
+    small (0.01) because this measures speed, not learning: at 0.1 without warm-up, resnet34 diverged here."""
+    config = TrainConfig(model=name, data=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=0.01,
+                         subset=args.subset, test_subset=args.batch_size, image_size=image_size, device=args.device,
+                         amp=on_cuda, channels_last=on_cuda, compile=args.compile)
     try:
         with tempfile.TemporaryDirectory() as out:
             return train(config, out)[-1]

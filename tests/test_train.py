@@ -120,7 +120,7 @@ def test_a_batch_larger_than_the_data_is_refused(tmp_path):
 def test_fashion_mnist_trains_from_its_files_on_the_device_path(tmp_path, monkeypatch):
     images = write_fashion_mnist(tmp_path / "FashionMNIST" / "raw", compress=False, count=40)
     config = TrainConfig(model="plain20", data="fashion-mnist", data_dir=str(tmp_path), epochs=1, batch_size=8,
-                         device="cpu", image_size=32)
+                         device="cpu", image_size=32, channels_last=True)
     split = load_split(config, True, torch.device("cpu"))
     assert split.images.dtype == torch.uint8 and split.images.shape == (40, 1, 32, 32)
     native = load_split(TrainConfig(**{**config.__dict__, "image_size": None}), True, torch.device("cpu"))
