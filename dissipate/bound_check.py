@@ -37,10 +37,10 @@ def check_network(model: nn.Module, data: ImageData | str = "synthetic", config:
     `overrides`). `level` is "init" or "trained"; by default "init" when the probe calibrated batch norm on the data
     (a model whose BN has never seen data), else "trained". A row holds when the measured surviving fraction is at or
     above the bound predicted from the site's components; `margin` is the difference."""
+    if level not in (None, *LEVELS[1:]):
+        raise InvalidArgumentError(f"a network is checked at level 'init' or 'trained', not {level!r}")
     frame = probe(model, data, config, progress, **{**overrides, "metrics": ("survival", "moments", "theory")})
     level = level or ("init" if frame.attrs["calibrated_bn"] else "trained")
-    if level not in LEVELS[1:]:
-        raise InvalidArgumentError(f"a network is checked at level 'init' or 'trained', not {level!r}")
     table = pd.DataFrame({"level": level, "model": frame.attrs["model"], "site": frame["site"], "kind": frame["kind"],
                           "mu_pred": frame["mu_pred"], "mu_meas": frame["pre_mean"], "var_pred": frame["var_pred"],
                           "var_meas": frame["pre_var"], "surv_meas": frame["surviving"],

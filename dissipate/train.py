@@ -247,6 +247,24 @@ def distributed_from_environment(device: str) -> Iterator[Distributed]:
         dist.destroy_process_group()
 
 
+class RunningTotals:
+    """Summed loss and correct predictions, kept on the device (no host sync per step), and the count."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.sums = torch.zeros(2, device=device, dtype=torch.float64)
+        self.count = 0
+
+    def add(self, loss_sum: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.sums += torch.stack([loss_sum.double(), (logits.argmax(1) == labels).sum().double()])
+        self.count += len(labels)
+
+    def result(self, ranks: Distributed) -> tuple[float, float, int]:
+        """(loss sum, correct, count) over every rank."""
+        count = torch.tensor([self.count], device=self.sums.device, dtype=torch.float64)
+        loss_sum, correct, total = ranks.all_sum(torch.cat([self.sums, count])).tolist()
+        return loss_sum, correct, int(total)
+
+
 def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2 ** 20
@@ -364,7 +382,7 @@ def _run(config: TrainConfig, out: Path, saved: dict | None, device: torch.devic
             torch.cuda.reset_peak_memory_stats(device)
         started = time.perf_counter()
         plan = epoch_plan(len(train_split), config.batch_size, config.seed, epoch, augment=config.augment)
-        totals = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, count
+        totals = RunningTotals(device)
         net.train()
         step = (epoch - 1) * steps_per_epoch
         batches = train_split.batches([ranks.share(positions) for positions, _, _ in plan], config.workers)
@@ -382,10 +400,8 @@ def _run(config: TrainConfig, out: Path, saved: dict | None, device: torch.devic
                 loss.backward()
                 optimizer.step()
                 step += 1
-                totals += torch.stack([loss.detach().double() * len(labels),
-                                       (logits.argmax(1) == labels).sum().double(),
-                                       torch.tensor(len(labels), device=device, dtype=torch.float64)])
-        loss_sum, correct, count = ranks.all_sum(totals).tolist()
+                totals.add(loss.detach() * len(labels), logits, labels)
+        loss_sum, correct, count = totals.result(ranks)
         if not math.isfinite(loss_sum):  # checked once an epoch: a check per step would stall the GPU every step
             kept = f"; {out / 'latest.pt'} holds epoch {epoch - 1}" if epoch > 1 else ""
             raise TrainingDiverged(f"training diverged in epoch {epoch} (the loss is not finite at learning rate "
@@ -412,14 +428,12 @@ def evaluate(net: nn.Module, split: Split, config: TrainConfig, ranks: Distribut
     net.eval()
     plan = epoch_plan(len(split), config.batch_size, 0, 0, shuffle=False, drop_last=False)
     shares = [positions[ranks.rank::ranks.world] for positions, _, _ in plan]
-    totals = torch.zeros(3, device=split.labels.device, dtype=torch.float64)
+    totals = RunningTotals(split.labels.device)
     for images, labels in split.batches([s for s in shares if len(s)], config.workers):
         with torch.autocast(**autocast):
             logits = net(model_input(images)).float()
-        totals += torch.stack([F.cross_entropy(logits, labels, reduction="sum").double(),
-                               (logits.argmax(1) == labels).sum().double(),
-                               torch.tensor(len(labels), device=totals.device, dtype=torch.float64)])
-    loss_sum, correct, count = ranks.all_sum(totals).tolist()
+        totals.add(F.cross_entropy(logits, labels, reduction="sum"), logits, labels)
+    loss_sum, correct, count = totals.result(ranks)
     return loss_sum / count, correct / count
 
 
