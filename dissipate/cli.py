@@ -134,7 +134,8 @@ def load_model_and_data(model: str | None, model_args: Iterable[str], checkpoint
     saved = read_checkpoint(checkpoint) if checkpoint else None
     if model is None:
         if saved is None or saved["format"] is None:
-            raise InvalidArgumentError("name a model with --model (or give a dissipate checkpoint, which names its own)")
+            raise InvalidArgumentError("name a model with --model (or give a dissipate checkpoint, which names its "
+                                       "own)")
         model = saved["model"]
     options = parse_model_args(model_args)
     get_model_entry(model)  # an unknown name fails here, with suggestions, before any data is loaded

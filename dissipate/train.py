@@ -352,8 +352,8 @@ def _run(config: TrainConfig, out: Path, saved: dict | None, device: torch.devic
                          image_size=data.image_size, **config.model_kwargs)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0,
-                                weight_decay=config.wd)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                nesterov=config.momentum > 0, weight_decay=config.wd)
     history: list[dict] = []
     if saved is not None:
         model.load_state_dict(saved["state_dict"])
@@ -362,7 +362,8 @@ def _run(config: TrainConfig, out: Path, saved: dict | None, device: torch.devic
     compiled = torch.compile(model) if config.compile else model
     net = compiled  # what trains: under torchrun, wrapped to average the gradients over the ranks
     if ranks.enabled:
-        net = nn.parallel.DistributedDataParallel(compiled, device_ids=[device.index] if device.type == "cuda" else None)
+        device_ids = [device.index] if device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(compiled, device_ids=device_ids)
 
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     mean = torch.tensor(data.mean, device=device)[:, None, None]

@@ -230,7 +230,8 @@ def test_train_logs_each_epoch_and_its_checkpoints_feed_probe_and_bound_check(ca
     assert len(pd.read_csv(run / "log.csv")) == 2
     code, out, err = run_cli(capsys, "train", "--out", str(run), "--resume", "--epochs", "3")
     assert code == 2 and "it has epochs=2, not 3" in err
-    code, out, err = run_cli(capsys, "probe", "--checkpoint", str(run / "best.pt"), "--num-images", "16", "--metrics", "survival", "--format", "csv", "--out",
+    code, out, err = run_cli(capsys, "probe", "--checkpoint", str(run / "best.pt"), "--num-images", "16",
+                             "--metrics", "survival", "--format", "csv", "--out",
                              str(tmp_path / "probe"))
     assert code == 0 and len(pd.read_csv(io.StringIO(out))) == 19, err
     code, out, err = run_cli(capsys, "bound-check", "--checkpoint", str(run / "latest.pt"), "--num-images", "16",
