@@ -13,29 +13,12 @@ A configuration that runs out of memory is reported as OOM and the run goes on.
 from __future__ import annotations
 
 import argparse
-import tempfile
 
 import torch
 from bench_models import FAMILIES, describe_device
 
-from dissipate.errors import OutOfMemory
+from dissipate.analyses.throughput import measure
 from dissipate.models.resnet import CIFAR_DEPTHS
-from dissipate.train import TrainConfig, train
-
-
-def measure(name: str, image_size: int, args: argparse.Namespace, on_cuda: bool) -> dict | None:
-    """The last epoch's log row of a short run of `name`, or None when it ran out of memory. The learning rate is
-    small (0.01) because this measures speed, not learning: at 0.1 without warm-up, resnet34 diverged here."""
-    config = TrainConfig(model=name, data=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=0.01,
-                         subset=args.subset, test_subset=args.batch_size, image_size=image_size, device=args.device,
-                         amp=on_cuda, channels_last=on_cuda, compile=args.compile)
-    try:
-        with tempfile.TemporaryDirectory() as out:
-            return train(config, out)[-1]
-    except OutOfMemory:
-        if on_cuda:
-            torch.cuda.empty_cache()
-        return None
 
 
 def main() -> None:
@@ -61,7 +44,8 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for depth in args.depths:
         image_size = 32 if depth in CIFAR_DEPTHS else args.imagenet_size
-        rows = {family: measure(f"{family}{depth}", image_size, args, on_cuda) for family in FAMILIES}
+        rows = {family: measure(f"{family}{depth}", image_size, args.batch_size, args.subset, args.epochs, args.device,
+                                args.compile, data=args.data) for family in FAMILIES}
         base = rows["resnet"]
         for family, row in rows.items():
             if row is None:

@@ -40,11 +40,16 @@ def check_network(model: nn.Module, data: ImageData | str = "synthetic", config:
     if level not in (None, *LEVELS[1:]):
         raise InvalidArgumentError(f"a network is checked at level 'init' or 'trained', not {level!r}")
     frame = probe(model, data, config, progress, **{**overrides, "metrics": ("survival", "moments", "theory")})
-    level = level or ("init" if frame.attrs["calibrated_bn"] else "trained")
-    table = pd.DataFrame({"level": level, "model": frame.attrs["model"], "site": frame["site"], "kind": frame["kind"],
-                          "mu_pred": frame["mu_pred"], "mu_meas": frame["pre_mean"], "var_pred": frame["var_pred"],
-                          "var_meas": frame["pre_var"], "surv_meas": frame["surviving"],
-                          "surv_bound": frame["surv_bound"]})
+    return check_rows(frame, level or ("init" if frame.attrs["calibrated_bn"] else "trained"))
+
+
+def check_rows(frame: pd.DataFrame, level: str) -> pd.DataFrame:
+    """The bound-check rows of a probe frame that has the survival, moments and theory columns (any probe with
+    those families, such as a cached one): one per site, at `level`."""
+    table = pd.DataFrame({"level": level, "model": frame.attrs.get("model", ""), "site": frame["site"],
+                          "kind": frame["kind"], "mu_pred": frame["mu_pred"], "mu_meas": frame["pre_mean"],
+                          "var_pred": frame["var_pred"], "var_meas": frame["pre_var"],
+                          "surv_meas": frame["surviving"], "surv_bound": frame["surv_bound"]})
     table["margin"] = table["surv_meas"] - table["surv_bound"]
     table["holds"] = table["margin"] >= 0
     table.attrs.update(frame.attrs)

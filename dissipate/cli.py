@@ -19,6 +19,7 @@ import typer
 
 from . import __version__
 from . import bound_check as checks
+from .analyses import ANALYSES, describe_plan, run_analyses
 from .checkpoint import read_checkpoint
 from .data import DATASETS, load_data
 from .errors import DissipateError, InvalidArgumentError
@@ -302,6 +303,35 @@ def train(
     if history and int(os.environ.get("RANK", "0")) == 0:
         best = max(history, key=lambda row: row["test_acc"])
         typer.echo(f"best test accuracy {best['test_acc']:.4f} at epoch {best['epoch']}; log and checkpoints in {out}")
+
+
+@app.command()
+def figures(
+    preset: str = typer.Option("cpu", help="smoke (seconds), cpu (about 25 minutes on 2 cores) or paper (a GPU)."),
+    only: List[str] = typer.Option([], "--only", help="Analyses to run, comma-separated or repeated [default: all]: "
+                                                      + ", ".join(ANALYSES) + "."),
+    out: Path = typer.Option(Path("figures"), help="Folder for the figures and CSVs; the cache of runs and probes "
+                                                   "goes in OUT/cache."),
+    force: bool = typer.Option(False, "--force", help="Recompute instead of reusing cached runs, probes and results."),
+    pdf: bool = typer.Option(False, "--pdf", help="Write each figure as PDF too."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (runs, epochs, probes, outputs) and exit."),
+    device: str = DEVICE,
+    data_dir: Optional[Path] = DATA_DIR,
+) -> None:
+    """Run the analyses (reusing cached results in --out) and render the figure set of DESIGN.md section 7."""
+    formats = ("png", "pdf") if pdf else ("png",)
+    if dry_run:
+        typer.echo("\n".join(describe_plan(only, preset, out, formats)))
+        return
+    reports = run_analyses(only, preset, out, force=force, formats=formats, device=device,
+                           data_dir=str(data_dir) if data_dir else None, progress=progress,
+                           say=lambda message: typer.echo(message, err=True))
+    typer.echo(f"preset {preset}: {len(reports)} analyses, written to {out}/")
+    for report in reports:
+        source = "from the cache" if report.cached else f"computed in {report.seconds:.0f} s"
+        typer.echo(f"  {report.name} ({source}): {', '.join(p.name for p in report.paths)}")
+        for line in report.headline:
+            typer.echo(f"      {line}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -31,4 +31,8 @@ class OutOfMemory(DissipateError, MemoryError):
 
 
 class TrainingDiverged(DissipateError, ArithmeticError):
-    """A training loss that became NaN or infinite."""
+    """A training loss that became NaN or infinite, in epoch `epoch`."""
+
+    def __init__(self, message: str, epoch: int | None = None):
+        super().__init__(message)
+        self.epoch = epoch

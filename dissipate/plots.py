@@ -11,7 +11,8 @@ import os
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
 from ._io import atomic_write
 
@@ -96,3 +97,82 @@ def plot_bound_check(frame: pd.DataFrame, path: str | os.PathLike, title: str | 
     figure.suptitle(title or "surviving fraction against its bound")
     suffix = os.path.splitext(path)[1].lstrip(".").lower() or "png"
     atomic_write(path, lambda f: figure.savefig(f, format=suffix, dpi=110))
+
+
+# -- the analyses' figures (dissipate.analyses): one colour per family across every figure --------------------------
+
+FAMILY_COLOURS = {"plain": KIND_COLOURS["plain"], "resnet": KIND_COLOURS["residual"], "pnnh": KIND_COLOURS["pnnh"],
+                  "vgg": "#9467bd"}
+FAMILY_LABELS = {"plain": "plain", "resnet": "residual (ResNet)", "pnnh": "PNNH", "vgg": "VGG (plain, BN)"}
+KIND_FAMILY = {"plain": "plain", "residual": "resnet", "pnnh": "pnnh"}  # a site's kind drawn in its family's colour
+DEPTH_LINESTYLES = ("-", "--", ":", "-.")  # the shallowest model of a family solid, deeper ones dashed, dotted
+
+
+def depth_linestyles(frame: pd.DataFrame) -> dict[str, str]:
+    """{model: linestyle}: within each family, models in order of depth get solid, dashed, dotted, dash-dot."""
+    styles = {}
+    for _, group in frame.drop_duplicates("model").sort_values("model_depth").groupby("family"):
+        for index, model in enumerate(group["model"]):
+            styles[model] = DEPTH_LINESTYLES[index % len(DEPTH_LINESTYLES)]
+    return styles
+
+
+def family_depth_legend(figure: Figure, panels: list[pd.DataFrame], extra: tuple = ()) -> list[dict[str, str]]:
+    """Each panel's {model: linestyle}, and one legend under the figure: a colour per family, a line style per depth
+    (within each panel the shallowest net of a family is solid, the next dashed, ...), then the `extra` handles."""
+    styles = [depth_linestyles(panel) for panel in panels]
+    depths: dict[str, set[int]] = {}
+    for panel, style in zip(panels, styles, strict=True):
+        for model, depth in panel.drop_duplicates("model")[["model", "model_depth"]].itertuples(index=False):
+            depths.setdefault(style[model], set()).add(int(depth))
+    present = set().union(*(panel["family"] for panel in panels))
+    handles = [Line2D([], [], color=colour, label=FAMILY_LABELS[family]) for family, colour in FAMILY_COLOURS.items()
+               if family in present]
+    handles += [Line2D([], [], color="0.35", linestyle=linestyle, label="depth " + "/".join(map(str, sorted(d))))
+                for linestyle, d in sorted(depths.items(), key=lambda item: DEPTH_LINESTYLES.index(item[0]))]
+    handles += list(extra)
+    figure.legend(handles=handles, loc="outside right upper", fontsize=8)
+    return styles
+
+
+def draw_site_curves(axis, frame: pd.DataFrame, column: str, styles: dict[str, str]) -> None:
+    """`column` against each site's layer, one line per model of `frame`, coloured by family."""
+    for model, group in frame.groupby("model", sort=False):
+        family = group["family"].iloc[0]
+        axis.plot(group["layer"], group[column], color=FAMILY_COLOURS.get(family, KIND_COLOURS["unknown"]),
+                  linestyle=styles.get(model, "-"), linewidth=1.4, label=model, gid=family)
+
+
+def plain_log_axis(axis, which: str = "x", ticks: list[float] | None = None) -> None:
+    """A log axis labelled with plain numbers (20, 56, 110; 0.3, 1) rather than powers of ten."""
+    getattr(axis, f"set_{which}scale")("log")
+    target = getattr(axis, f"{which}axis")
+    if ticks is not None:
+        target.set_ticks(ticks, [f"{t:g}" for t in ticks])
+        target.set_minor_locator(NullLocator())
+        return
+    target.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    target.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+
+
+def caption_line(frame: pd.DataFrame, detail: str = "") -> str:
+    """'preset cpu · fashion-mnist · ...' from a result frame's preset and dataset columns."""
+    datasets = ", ".join(dict.fromkeys(str(d) for d in frame["dataset"].dropna()))
+    return " · ".join(part for part in (f"preset {frame['preset'].iloc[0]}", f"data: {datasets}", detail) if part)
+
+
+def finish_figure(figure: Figure, title: str, caption: str) -> Figure:
+    """The figure's title, and its caption line (preset and data) under everything."""
+    figure.suptitle(title, fontsize=12)
+    figure.supxlabel(caption, fontsize=8, color="0.3", gid="caption")  # laid out by constrained layout
+    return figure
+
+
+def save_figure(figure: Figure, stem: str | os.PathLike, formats: tuple[str, ...] = ("png",)) -> list[str]:
+    """Write `figure` as STEM.png (and STEM.pdf, ...) atomically; the paths written."""
+    paths = []
+    for fmt in formats:
+        path = f"{os.fspath(stem)}.{fmt}"
+        atomic_write(path, lambda f, fmt=fmt: figure.savefig(f, format=fmt, dpi=130, bbox_inches="tight"))
+        paths.append(path)
+    return paths

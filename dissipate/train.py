@@ -406,7 +406,7 @@ def _run(config: TrainConfig, out: Path, saved: dict | None, device: torch.devic
         if not math.isfinite(loss_sum):  # checked once an epoch: a check per step would stall the GPU every step
             kept = f"; {out / 'latest.pt'} holds epoch {epoch - 1}" if epoch > 1 else ""
             raise TrainingDiverged(f"training diverged in epoch {epoch} (the loss is not finite at learning rate "
-                                   f"{config.lr}); lower --lr or lengthen --warmup{kept}")
+                                   f"{config.lr}); lower --lr or lengthen --warmup{kept}", epoch)
         elapsed = time.perf_counter() - started
         ranks.share_buffers(model)
         test_loss, test_acc = evaluate(compiled, test_split, config, ranks, model_input, autocast)

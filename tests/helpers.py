@@ -2,6 +2,8 @@
 
 import torch
 
+from dissipate.cli import main
+
 ACTIVATION_TYPES = (torch.nn.ReLU, torch.nn.GELU, torch.nn.SiLU)
 
 
@@ -32,3 +34,14 @@ def count_activation_calls(model: torch.nn.Module, x: torch.Tensor) -> dict[int,
         for handle in handles:
             handle.remove()
     return calls
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """Run `dissipate ARGS` in this process; (exit code, stdout, stderr)."""
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err

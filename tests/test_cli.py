@@ -11,19 +11,8 @@ from PIL import Image
 
 from dissipate.bound_check import COLUMNS
 from dissipate.checkpoint import save_checkpoint
-from dissipate.cli import main
 from dissipate.models import count_parameters, create_model
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    """Run `dissipate ARGS` in this process; (exit code, stdout, stderr)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.helpers import run_cli
 
 
 def test_models_csv_lists_the_selected_models(capsys):

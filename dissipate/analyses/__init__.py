@@ -1,0 +1,133 @@
+"""The analyses behind `dissipate figures` (DESIGN.md section 7): one module per figure or table.
+
+Each module defines NAME, DESCRIPTION, PRESETS (its settings for "smoke", "cpu" and "paper"), `compute(ctx)`, which
+returns its tidy result frame (one row per model, site or epoch), and `draw(frame)`, which returns its figure
+(`tables` has `render` instead). `runs(preset)`, `probes(preset)` and `plan(preset)` say what it will compute, for
+the plan; `headline(frame)` gives its main numbers in a line or two.
+
+    from dissipate.analyses import run_analyses
+    reports = run_analyses(["training_curves"], preset="cpu", out="figures")
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Callable, Iterable
+
+from ..errors import InvalidArgumentError
+from ..plots import save_figure
+from ..probe import Progress, no_progress
+from . import accuracy_params, dissipation_curves, rank_depth, tables, theory_check, throughput, training_curves
+from ._common import PRESETS, RECIPES, Context, Run, Variant
+
+ANALYSES: dict[str, ModuleType] = {module.NAME: module for module in (
+    dissipation_curves, theory_check, rank_depth, training_curves, accuracy_params, throughput, tables)}
+__all__ = ["ANALYSES", "PRESETS", "RECIPES", "Context", "Report", "Run", "Variant", "describe_plan", "outputs",
+           "run_analyses", "select"]
+
+
+def select(names: Iterable[str] | None = None) -> list[ModuleType]:
+    """The analyses named (all when none is), in the order of ANALYSES; an unknown name raises with suggestions."""
+    wanted = [part.strip().replace("-", "_") for name in names or () for part in name.split(",") if part.strip()]
+    for name in wanted:
+        if name not in ANALYSES:
+            close = difflib.get_close_matches(name, list(ANALYSES), n=1, cutoff=0.4)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise InvalidArgumentError(f"unknown analysis {name!r}{hint}; choose from {', '.join(ANALYSES)}")
+    return [module for name, module in ANALYSES.items() if not wanted or name in wanted]
+
+
+def _check_preset(preset: str) -> None:
+    if preset not in PRESETS:
+        close = difflib.get_close_matches(preset, PRESETS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise InvalidArgumentError(f"unknown preset {preset!r}{hint}; choose from {', '.join(PRESETS)}")
+
+
+def outputs(module: ModuleType, out: str | os.PathLike, formats: Iterable[str] = ("png",)) -> list[Path]:
+    """The files an analysis writes into `out`."""
+    out = Path(out)
+    extra = [out / f"{module.NAME}.md"] if hasattr(module, "render") else [out / f"{module.NAME}.{f}" for f in formats]
+    return [out / f"{module.NAME}.csv", *extra]
+
+
+@dataclass
+class Report:
+    """What one analysis did: the files it wrote, whether its results came from the cache, and its main numbers."""
+
+    name: str
+    paths: list[Path]
+    cached: bool
+    seconds: float
+    headline: list[str]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_analyses(names: Iterable[str] | None = None, preset: str = "cpu", out: str | os.PathLike = "figures",
+                 force: bool = False, formats: tuple[str, ...] = ("png",), device: str = "auto",
+                 data_dir: str | None = None, progress: Progress | None = None,
+                 say: Callable[[str], None] = _stderr) -> list[Report]:
+    """Compute (or read from the cache in `out`) and render each analysis named; one Report each."""
+    _check_preset(preset)
+    modules = select(names)
+    ctx = Context(preset, Path(out), force=force, device=device, data_dir=data_dir, say=say)
+    reports = []
+    with (progress or no_progress)(modules, len(modules), f"figures ({preset})") as items:
+        for module in items:
+            started = time.perf_counter()
+            frame, cached = ctx.result(module)
+            if hasattr(module, "render"):
+                module.render(frame, ctx.out, formats)
+            else:
+                save_figure(module.draw(frame), ctx.out / module.NAME, formats)
+            headline = module.headline(frame) if hasattr(module, "headline") and len(frame) else []
+            reports.append(Report(module.NAME, outputs(module, ctx.out, formats), cached,
+                                  time.perf_counter() - started, headline))
+    return reports
+
+
+def describe_plan(names: Iterable[str] | None = None, preset: str = "paper", out: str | os.PathLike = "figures",
+                  formats: tuple[str, ...] = ("png",)) -> list[str]:
+    """The plan of a preset, without running it: the training runs (each once, however many analyses share it), the
+    probes, the other measurements, and the files each analysis writes."""
+    _check_preset(preset)
+    modules, recipe = select(names), RECIPES[preset]
+    runs: dict[tuple[str, str], Variant] = {}
+    probes: dict[str, list[str]] = {}
+    for module in modules:
+        for variant, state in getattr(module, "probes", lambda _: [])(preset):
+            where = (f"at initialisation on {recipe.init_data} ({recipe.init_image_size} px)" if state == "init"
+                     else f"trained, on the test images of {recipe.data}")
+            probes.setdefault(where, [])
+            if variant.label not in probes[where]:
+                probes[where].append(variant.label)
+            if state == "trained":
+                runs[(variant.label, recipe.data)] = variant
+        for variant, data in getattr(module, "runs", lambda _: [])(preset):
+            runs[(variant.label, data or recipe.data)] = variant
+    lines = [f"preset {preset}: {len(modules)} analyses"]
+    lines.append(f"training runs ({len(runs)}, {len(runs) * recipe.epochs} epochs in all), each "
+                 f"{recipe.describe('on its dataset')}:")
+    datasets = dict.fromkeys(data for _, data in runs)
+    lines += [f"  {data}: " + ", ".join(label for label, d in runs if d == data) for data in datasets]
+    lines.append(f"probes ({sum(map(len, probes.values()))}, {recipe.probe_images} images each, metrics "
+                 f"{', '.join(recipe.probe_metrics)}):")
+    lines += [f"  {where}: {', '.join(labels)}" for where, labels in probes.items()]
+    other = [line for module in modules for line in getattr(module, "plan", lambda _: [])(preset)]
+    if other:
+        lines.append("measurements:")
+        lines += [f"  {line}" for line in other]
+    lines.append(f"outputs in {out}/ (the cache of runs and probes in {out}/cache/):")
+    lines += [f"  {module.NAME}: {', '.join(p.name for p in outputs(module, out, formats))}: {module.DESCRIPTION}"
+              for module in modules]
+    return lines
+

@@ -1,0 +1,252 @@
+"""What the analyses share: each preset's training and probing recipe, and a Context that trains, probes and
+computes each result once, caching it under the output folder so that a second `dissipate figures` reuses it."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from .._io import atomic_write
+from ..checkpoint import read_checkpoint
+from ..data import load_data
+from ..models import get_model_entry
+from ..probe import ProbeConfig, ProbeNotice, probe, probe_model
+from ..errors import TrainingDiverged
+from ..train import LOG_COLUMNS, RUNTIME_FIELDS, TrainConfig, train
+
+PRESETS = ("smoke", "cpu", "paper")
+COMPARED_DEPTHS = (20, 56, 110)  # the CIFAR-family depths the figures compare (He et al.'s, minus 32 and 44)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a preset trains and probes. Every analysis of a preset uses the same recipe, so they share its runs."""
+
+    data: str  # the trained figures: what the nets train on, and whose test images probe them
+    epochs: int
+    batch_size: int
+    lr: float
+    warmup: float  # epochs
+    subset: int | None  # training images (None: all)
+    test_subset: int | None  # test images scored after each epoch (None: all)
+    image_size: int | None = None  # training images resized to this (None: the dataset's own)
+    channels_last: bool = False
+    init_data: str = "synthetic"  # the at-initialisation figures
+    init_image_size: int = 32
+    probe_images: int = 256
+    probe_metrics: tuple[str, ...] = ("survival", "moments", "rank", "cka", "recon", "theory")
+
+    def describe(self, data: str | None = None) -> str:
+        images = f"{self.subset} images" if self.subset else "all images"
+        return (f"{data or self.data}, {images}, {self.epochs} epochs, batch {self.batch_size}, lr {self.lr} "
+                f"(warm-up {self.warmup} epochs, cosine)")
+
+
+RECIPES = {
+    # seconds: two CIFAR depths on tiny synthetic images
+    "smoke": Recipe(data="synthetic", epochs=2, batch_size=32, lr=0.05, warmup=0.5, subset=256, test_subset=128,
+                    image_size=16, probe_images=64),
+    # about 25 minutes on two CPU cores: 5 short epochs of Fashion-MNIST (160 SGD steps of 64 images). At lr 0.05
+    # pnnh110 diverged within two epochs (with a warm-up of half an epoch or of one); at 0.02 every net trains
+    "cpu": Recipe(data="fashion-mnist", epochs=5, batch_size=64, lr=0.02, warmup=1.0, subset=2048, test_subset=1000),
+    # He et al.'s CIFAR recipe, for a GPU
+    "paper": Recipe(data="cifar10", epochs=200, batch_size=128, lr=0.1, warmup=1.0, subset=None, test_subset=None,
+                    channels_last=True, probe_images=1024, probe_metrics=("survival", "moments", "rank", "cka",
+                                                                           "recon", "dists", "theory")),
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A model and its options, e.g. pnnh20 with coder_ratio=0.5."""
+
+    model: str
+    options: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        short = {"coder_ratio": "k/C", "learner_ratio": "learner"}
+        return " ".join([self.model, *(f"{short.get(k, k)}={v}" for k, v in sorted(self.options.items()))])
+
+    @property
+    def family(self) -> str:
+        return get_model_entry(self.model).family
+
+    @property
+    def depth(self) -> int:
+        return get_model_entry(self.model).depth
+
+
+def variants(*models: str) -> tuple[Variant, ...]:
+    return tuple(Variant(model) for model in models)
+
+
+def family_models(families: tuple[str, ...], depths: tuple[int, ...]) -> tuple[Variant, ...]:
+    """plain20, resnet20, pnnh20, plain56, ...: each depth's families side by side."""
+    return variants(*(f"{family}{depth}" for depth in depths for family in families))
+
+
+COMPARED = ("plain", "resnet", "pnnh")
+
+
+def digest(settings: object) -> str:
+    """A short stable hash of `settings` (JSON-able): what names a cached run or probe."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: f.write(frame.to_csv(index=False).encode()))
+
+
+@dataclass
+class Run:
+    """A training run of a preset's recipe: its log, its final checkpoint, and the epoch it diverged in (if it did,
+    its checkpoint is None: the last good epoch is not a trained net)."""
+
+    log: pd.DataFrame
+    checkpoint: Path | None
+    diverged: int | None = None
+
+
+@dataclass
+class Context:
+    """One `dissipate figures` invocation: the preset, where results go, and the cache of runs and probes.
+
+    Layout of `out`: NAME.csv and NAME.png per analysis; cache/PRESET/runs/ (training runs, resumable) and
+    cache/PRESET/probes/ (probe frames); cache/NAME.json, the settings that NAME.csv was computed with. With `force`,
+    everything an analysis needs is recomputed once in this invocation (a run shared by two analyses trains once).
+    """
+
+    preset: str
+    out: Path
+    force: bool = False
+    device: str = "auto"
+    data_dir: str | None = None
+    say: Callable[[str], None] = print
+    recipe: Recipe = field(init=False)
+    _fresh: set[str] = field(default_factory=set, init=False)
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        self.recipe = RECIPES[self.preset]
+        self.cache = self.out / "cache"
+        self.cache.mkdir(parents=True, exist_ok=True)
+        (self.cache / ".gitignore").write_text("*\n")  # runs hold checkpoints: never commit the cache
+
+    def _stale(self, key: str, cached: bool) -> bool:
+        """Whether to compute `key`: it is not cached, or --force asks and it was not redone in this invocation."""
+        if cached and not (self.force and key not in self._fresh):
+            return False
+        self._fresh.add(key)
+        return True
+
+    # -- training ---------------------------------------------------------------------------------------------------
+
+    def train_config(self, variant: Variant, data: str | None = None) -> TrainConfig:
+        r = self.recipe
+        return TrainConfig(model=variant.model, data=data or r.data, epochs=r.epochs, batch_size=r.batch_size,
+                           lr=r.lr, warmup=r.warmup, subset=r.subset, test_subset=r.test_subset,
+                           image_size=r.image_size, model_kwargs=dict(variant.options), data_dir=self.data_dir,
+                           device=self.device, channels_last=r.channels_last)
+
+    def run_dir(self, config: TrainConfig) -> Path:
+        """cache/PRESET/runs/MODEL-DATA-HASH: the hash covers everything that decides the result."""
+        decides = {k: v for k, v in dataclasses.asdict(config).items() if k not in (*RUNTIME_FIELDS, "data_dir")}
+        return self.cache / self.preset / "runs" / f"{config.model}-{config.data.partition(':')[0]}-{digest(decides)}"
+
+    def trained(self, variant: Variant, data: str | None = None) -> Run:
+        """`variant` trained by the preset's recipe: read from the cache, resumed where it stopped, or trained. A run
+        that diverges is a result too: it is recorded (diverged.txt) and kept, not retried."""
+        config = self.train_config(variant, data)
+        run = self.run_dir(config)
+        log, diverged = run / "log.csv", run / "diverged.txt"
+        finished = diverged.is_file() or (log.is_file() and len(pd.read_csv(log)) >= config.epochs)
+        if self._stale(str(run), finished):
+            if self.force:
+                shutil.rmtree(run, ignore_errors=True)
+            resume = (run / "latest.pt").is_file()
+            self.say(f"{'resuming' if resume else 'training'} {variant.label}: {self.recipe.describe(config.data)}")
+            try:
+                train(config, run, resume=resume)
+            except TrainingDiverged as error:
+                run.mkdir(parents=True, exist_ok=True)
+                note = f"{error.epoch}\n{error}\n".encode()
+                atomic_write(diverged, lambda f: f.write(note))
+                self.say(f"{variant.label}: {error}; the figures show it as diverged")
+        history = pd.read_csv(log) if log.is_file() else pd.DataFrame(columns=list(LOG_COLUMNS))
+        if diverged.is_file():
+            return Run(history, None, int(diverged.read_text().split()[0]))
+        return Run(history, run / "latest.pt")
+
+    # -- probes -----------------------------------------------------------------------------------------------------
+
+    def probed(self, variant: Variant, state: str, data: str | None = None) -> pd.DataFrame | None:
+        """The probe frame of `variant` at initialisation ("init", on the preset's init data) or trained ("trained",
+        on the test images of what it trained on), cached as CSV; None for a run that diverged."""
+        r = self.recipe
+        data = (r.init_data if state == "init" else data or r.data)
+        # what decides the frame: the images and metrics, and for a trained net its run (named by its settings)
+        source = r.init_image_size if state == "init" else self.run_dir(self.train_config(variant, data)).name
+        key = digest([variant.model, variant.options, state, data, source, r.probe_images, r.probe_metrics])
+        path = self.cache / self.preset / "probes" / f"{variant.model}-{state}-{data.partition(':')[0]}-{key}.csv"
+        if not self._stale(str(path), path.is_file()):
+            return pd.read_csv(path)
+        if state == "init":
+            images = load_data(data, image_size=r.init_image_size, length=r.probe_images, root=self.data_dir)
+            net = probe_model(variant.model, images, **variant.options)
+        else:
+            checkpoint = self.trained(variant, data).checkpoint
+            if checkpoint is None:
+                return None
+            saved = read_checkpoint(checkpoint)
+            images = load_data(data, image_size=r.image_size, in_chans=saved["in_chans"], root=self.data_dir)
+            net = probe_model(variant.model, images, saved, str(checkpoint))
+        self.say(f"probing {variant.label} ({'at initialisation' if state == 'init' else 'trained'}) on {data}")
+        config = ProbeConfig(metrics=r.probe_metrics, num_images=r.probe_images, device=self.device,
+                             calibrate_bn=state == "init")
+        with warnings.catch_warnings(record=True) as notices:
+            warnings.simplefilter("always", ProbeNotice)
+            frame = probe(net, images, config)
+        for notice in dict.fromkeys(str(n.message) for n in notices if issubclass(n.category, ProbeNotice)):
+            self.say(f"note: {notice}")
+        write_csv(frame, path)
+        return frame
+
+    def probe_table(self, variant: Variant, state: str, data: str | None = None) -> pd.DataFrame | None:
+        """The probe frame with the tidy columns that name what was probed: preset, dataset, state, model, family,
+        model_depth; the probe's `depth` (the site's position) is `layer`. None for a run that diverged."""
+        frame = self.probed(variant, state, data)
+        if frame is None:
+            return None
+        frame = frame.rename(columns={"depth": "layer"})
+        data = self.recipe.init_data if state == "init" else data or self.recipe.data
+        identity = {"preset": self.preset, "dataset": data, "state": state, "model": variant.label,
+                    "family": variant.family, "model_depth": variant.depth}
+        return pd.concat([pd.DataFrame(identity, index=frame.index), frame], axis=1)
+
+    # -- results ----------------------------------------------------------------------------------------------------
+
+    def result(self, analysis) -> tuple[pd.DataFrame, bool]:
+        """(analysis's result frame, whether it came from the cache): NAME.csv when it was computed with these
+        settings, else computed now and written."""
+        path, stamp = self.out / f"{analysis.NAME}.csv", self.cache / f"{analysis.NAME}.json"
+        settings = json.dumps({"preset": self.preset, "recipe": dataclasses.asdict(self.recipe),
+                               "settings": dataclasses.asdict(analysis.PRESETS[self.preset])},
+                              sort_keys=True, default=str)
+        cached = path.is_file() and stamp.is_file() and stamp.read_text() == settings
+        if not self._stale(analysis.NAME, cached):
+            return pd.read_csv(path), True
+        frame = analysis.compute(self)
+        write_csv(frame, path)
+        atomic_write(stamp, lambda f: f.write(settings.encode()))
+        return frame, False

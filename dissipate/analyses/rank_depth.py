@@ -1,0 +1,85 @@
+"""Figure 3, rank against depth: the effective rank of each site's features (over channels), per layer, and at the
+last site against the depth of the net. A net that loses its input also loses the directions it spanned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ..plots import (FAMILY_COLOURS, FAMILY_LABELS, caption_line, draw_site_curves, family_depth_legend, finish_figure,
+                     plain_log_axis)
+from ..models.resnet import CIFAR_DEPTHS
+from ._common import COMPARED, COMPARED_DEPTHS, Context, Variant, family_models
+
+NAME = "rank_depth"
+DESCRIPTION = "effective rank of the features per layer, and at the last layer against the net's depth"
+COLUMNS = ("preset", "dataset", "state", "model", "family", "model_depth", "site", "layer", "kind", "channels",
+           "erank", "nrank", "srank", "erank_per_channel")
+
+
+@dataclass(frozen=True)
+class Settings:
+    init: tuple[Variant, ...]
+    trained: tuple[Variant, ...]
+
+
+PRESETS = {
+    "smoke": Settings(family_models(COMPARED, (20, 32)), family_models(COMPARED, (20, 32))),
+    "cpu": Settings(family_models(COMPARED, (*COMPARED_DEPTHS, 18, 34)), family_models(COMPARED, COMPARED_DEPTHS)),
+    "paper": Settings(family_models(COMPARED, (20, 32, 44, 56, 110, 18, 34)),
+                      family_models(COMPARED, COMPARED_DEPTHS)),
+}
+
+
+def probes(preset: str) -> list[tuple[Variant, str]]:
+    settings = PRESETS[preset]
+    return [(v, "init") for v in settings.init] + [(v, "trained") for v in settings.trained]
+
+
+def compute(ctx: Context) -> pd.DataFrame:
+    tables = [ctx.probe_table(variant, state) for variant, state in probes(ctx.preset)]
+    frame = pd.concat(tables, ignore_index=True)  # concat drops the None of a run that diverged
+    frame["erank_per_channel"] = frame["erank"] / frame["channels"]
+    return frame.reindex(columns=list(COLUMNS))
+
+
+def draw(frame: pd.DataFrame) -> Figure:
+    states = [s for s in ("init", "trained") if (frame["state"] == s).any()]
+    figure = Figure(figsize=(4.6 * (len(states) + 1), 3.8), layout="constrained")
+    axes = figure.subplots(1, len(states) + 1, squeeze=False)[0]
+    panels = [frame[(frame["state"] == s) & frame["model_depth"].isin(CIFAR_DEPTHS)] for s in states]  # one x scale
+    styles = family_depth_legend(figure, panels)
+    for axis, state, rows, style in zip(axes, states, panels, styles, strict=False):
+        draw_site_curves(axis, rows, "erank_per_channel", style)
+        axis.set_title(f"{'at initialisation' if state == 'init' else 'trained'} on {rows['dataset'].iloc[0]}",
+                       fontsize=9)
+        axis.set_xlabel("activation site (layers from the input)")
+        axis.set_ylabel("effective rank / channels (fraction)")
+        axis.grid(alpha=0.3)
+    last = frame.groupby(["state", "model"], sort=False).tail(1)
+    summary = axes[-1]
+    cifar = last["model_depth"].isin(CIFAR_DEPTHS)
+    for (state, family, in_cifar), rows in last.groupby(["state", "family", cifar], sort=False):
+        rows = rows.sort_values("model_depth")  # lines join the CIFAR family; the ImageNet family's 18/34 stand apart
+        summary.plot(rows["model_depth"], rows["erank_per_channel"], marker="o" if state == "init" else "s",
+                     linestyle=("-" if state == "init" else "--") if in_cifar else "", color=FAMILY_COLOURS[family],
+                     gid=family, fillstyle="full" if in_cifar else "none",
+                     label=f"{FAMILY_LABELS[family]}, {state}" + ("" if in_cifar else " (18/34)"))
+    plain_log_axis(summary, "x", sorted(last["model_depth"].unique()))
+    summary.set_xlabel("depth of the net (layers, log)")
+    summary.set_ylabel("last site: effective rank / channels (fraction)")
+    summary.set_title("last site against depth", fontsize=9)
+    summary.grid(alpha=0.3)
+    summary.legend(fontsize=6.5)
+    return finish_figure(figure, "Effective rank against depth", caption_line(frame, "effective rank: exp of the "
+                                                                                     "entropy of the singular values"))
+
+
+def headline(frame: pd.DataFrame) -> list[str]:
+    last = frame.groupby(["state", "model"], sort=False).tail(1)
+    return [f"{state}, last site erank/C: " + ", ".join(f"{r.model} {r.erank_per_channel:.3f}"
+                                                         for r in rows.itertuples())
+            for state, rows in last.groupby("state", sort=False)]

@@ -1,0 +1,121 @@
+"""Figure 2, the theory against measurement: Theorem 3.3's bound on the surviving fraction, and Theorem 3.2's
+predicted mean and variance of each pre-activation, against what was measured.
+
+Three levels (as `dissipate bound-check`): random layers (Monte Carlo), nets at initialisation, trained nets. The
+network levels reuse the probes of the dissipation curves, which carry the survival, moments and theory columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ..bound_check import COLUMNS as CHECK_COLUMNS
+from ..bound_check import check_monte_carlo, check_rows
+from ..plots import FAMILY_COLOURS, FAMILY_LABELS, KIND_FAMILY, caption_line, finish_figure
+from ..theory import MonteCarloConfig
+from ._common import COMPARED, COMPARED_DEPTHS, Context, Variant, family_models
+
+NAME = "theory_check"
+DESCRIPTION = "Theorem 3.3's survival bound and Theorem 3.2's moments against measurement, at three levels"
+COLUMNS = ("preset", "dataset", "family", "model_depth", *CHECK_COLUMNS, "mu_se", "var_se", "surv_se")
+LEVEL_TITLES = {"monte-carlo": "random layers (Monte Carlo)", "init": "nets at initialisation",
+                "trained": "trained nets"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    monte_carlo: MonteCarloConfig
+    init: tuple[Variant, ...]
+    trained: tuple[Variant, ...]
+
+
+PRESETS = {
+    "smoke": Settings(MonteCarloConfig(widths=(64,), samples=50, depth=2), family_models(COMPARED, (20,)),
+                      family_models(COMPARED, (20,))),
+    "cpu": Settings(MonteCarloConfig(), family_models(COMPARED, COMPARED_DEPTHS),
+                    family_models(COMPARED, COMPARED_DEPTHS)),
+    "paper": Settings(MonteCarloConfig(widths=(256, 1024), samples=4000), family_models(COMPARED, COMPARED_DEPTHS),
+                      family_models(COMPARED, COMPARED_DEPTHS)),
+}
+
+
+def probes(preset: str) -> list[tuple[Variant, str]]:
+    settings = PRESETS[preset]
+    return [(v, "init") for v in settings.init] + [(v, "trained") for v in settings.trained]
+
+
+def plan(preset: str) -> list[str]:
+    mc = PRESETS[preset].monte_carlo
+    return [f"Monte Carlo: {len(mc.kinds)} layer kinds x {len(mc.inputs)} inputs x {mc.depth} stacked layers, widths "
+            f"{', '.join(map(str, mc.widths))}, {mc.samples} draws each"]
+
+
+def compute(ctx: Context) -> pd.DataFrame:
+    settings = PRESETS[ctx.preset]
+    ctx.say("Monte Carlo: random layers against the theorems")
+    frames = [check_monte_carlo(settings.monte_carlo).assign(preset=ctx.preset, dataset="random layers")]
+    for variant, state in probes(ctx.preset):
+        table = ctx.probe_table(variant, state)
+        if table is None:  # a run that diverged has no trained net to check
+            continue
+        rows = check_rows(table, state).assign(model=variant.label, preset=ctx.preset,
+                                               dataset=table["dataset"].iloc[0], family=variant.family,
+                                               model_depth=variant.depth)
+        frames.append(rows)
+    return pd.concat(frames, ignore_index=True).reindex(columns=list(COLUMNS))
+
+
+def draw(frame: pd.DataFrame) -> Figure:
+    levels = [level for level in LEVEL_TITLES if (frame["level"] == level).any()]
+    figure = Figure(figsize=(13, 3.4 * len(levels) + 0.6), layout="constrained")
+    axes = np.atleast_2d(figure.subplots(len(levels), 3, squeeze=False))
+    for row, level in enumerate(levels):
+        rows = frame[frame["level"] == level]
+        families = rows["kind"].map(KIND_FAMILY).fillna("unknown")
+        survival, mean, variance = axes[row]
+        for axis, x, y in ((survival, "surv_bound", "surv_meas"), (mean, "mu_pred", "mu_meas"),
+                           (variance, "var_pred", "var_meas")):
+            for family, group in rows.groupby(families, sort=False):
+                axis.scatter(group[x], group[y], s=12, alpha=0.7, color=FAMILY_COLOURS.get(family, "#2ca02c"),
+                             gid=family, label=f"{FAMILY_LABELS.get(family, family)} site")
+            low, high = np.nanmin(rows[[x, y]].to_numpy()), np.nanmax(rows[[x, y]].to_numpy())
+            axis.plot([low, high], [low, high], color="black", linewidth=0.8, label="measured = predicted")
+            axis.grid(alpha=0.3)
+        failed = rows[~rows["holds"].astype(bool)]
+        if len(failed):
+            survival.scatter(failed["surv_bound"], failed["surv_meas"], s=70, facecolors="none", edgecolors="crimson",
+                             label=f"below the bound ({len(failed)})")
+        survival.set_xlabel("Theorem 3.3 bound (fraction of units)")
+        survival.set_ylabel("measured surviving (fraction of units)")
+        survival.set_title(f"{LEVEL_TITLES[level]}: {int(rows['holds'].astype(bool).sum())} of {len(rows)} hold "
+                           "(on or above the line)", fontsize=9)
+        if rows[["mu_pred", "mu_meas"]].abs().max().max() > 100:  # a trained net whose activations blew up
+            mean.set_xscale("symlog", linthresh=1)
+            mean.set_yscale("symlog", linthresh=1)
+        mean.set_xlabel("predicted mean (pre-activation units)")
+        mean.set_ylabel("measured mean (pre-activation units)")
+        mean.set_title("Theorem 3.2: mean", fontsize=9)
+        variance.set_xscale("log")
+        variance.set_yscale("log")
+        variance.set_xlabel("predicted variance (squared units, log)")
+        variance.set_ylabel("measured variance (squared units, log)")
+        variance.set_title("Theorem 3.2: variance", fontsize=9)
+        survival.set_xlim(-0.02, 1.02)
+        survival.set_ylim(-0.02, 1.02)
+        survival.legend(fontsize=7, loc="lower right")
+    models = frame.loc[frame["level"] != "monte-carlo", "model"].nunique()
+    return finish_figure(figure, "The theory against measurement, site by site",
+                         caption_line(frame, f"{models} nets; one dot per activation site"))
+
+
+def headline(frame: pd.DataFrame) -> list[str]:
+    lines = []
+    for level, rows in frame.groupby("level", sort=False):
+        ratio = rows["var_meas"] / rows["var_pred"]
+        lines.append(f"{level}: {int(rows['holds'].astype(bool).sum())} of {len(rows)} bounds hold; smallest margin "
+                     f"{rows['margin'].min():.3f}; measured/predicted variance {ratio.min():.2f} to {ratio.max():.2f}")
+    return lines

@@ -1,0 +1,81 @@
+"""Figure 4, training curves: train loss and test accuracy against epoch, plain vs residual vs PNNH at each depth.
+He et al.'s degradation: a deeper plain net ends with a higher training loss, where residual (and PNNH) nets do not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ..plots import FAMILY_COLOURS, FAMILY_LABELS, caption_line, finish_figure
+from ..train import LOG_COLUMNS
+from ._common import COMPARED, COMPARED_DEPTHS, Context, Variant, family_models
+
+NAME = "training_curves"
+DESCRIPTION = "train loss and test accuracy per epoch, plain vs residual vs PNNH at each depth"
+COLUMNS = ("preset", "dataset", "model", "family", "model_depth", *LOG_COLUMNS, "status")
+
+
+@dataclass(frozen=True)
+class Settings:
+    models: tuple[Variant, ...]
+
+
+PRESETS = {
+    "smoke": Settings(family_models(COMPARED, (20, 32))),
+    "cpu": Settings(family_models(COMPARED, COMPARED_DEPTHS)),
+    "paper": Settings(family_models(COMPARED, COMPARED_DEPTHS)),
+}
+
+
+def runs(preset: str) -> list[tuple[Variant, None]]:
+    return [(variant, None) for variant in PRESETS[preset].models]
+
+
+def compute(ctx: Context) -> pd.DataFrame:
+    frames = []
+    for variant in PRESETS[ctx.preset].models:
+        run = ctx.trained(variant)
+        log = run.log.assign(status="ok")
+        if run.diverged:  # its last row: the epoch whose loss was not finite
+            log = pd.concat([log, pd.DataFrame([{"epoch": run.diverged, "status": "diverged"}])], ignore_index=True)
+        frames.append(log.assign(preset=ctx.preset, dataset=ctx.recipe.data, model=variant.label,
+                                 family=variant.family, model_depth=variant.depth))
+    return pd.concat(frames, ignore_index=True).reindex(columns=list(COLUMNS))
+
+
+def draw(frame: pd.DataFrame) -> Figure:
+    depths = sorted(frame["model_depth"].unique())
+    figure = Figure(figsize=(4.2 * len(depths), 6.4), layout="constrained")
+    axes = figure.subplots(2, len(depths), squeeze=False, sharey="row")
+    for column, depth in enumerate(depths):
+        loss, accuracy = axes[0, column], axes[1, column]
+        for model, rows in frame[frame["model_depth"] == depth].groupby("model", sort=False):
+            family = rows["family"].iloc[0]
+            style = dict(color=FAMILY_COLOURS[family], gid=family, marker="o", markersize=3,
+                         label=f"{model} ({FAMILY_LABELS[family]})")
+            loss.plot(rows["epoch"], rows["train_loss"], **style)
+            accuracy.plot(rows["epoch"], 100 * rows["test_acc"], **style)
+            for epoch in rows.loc[rows["status"] == "diverged", "epoch"]:  # marked at the top of the panel
+                loss.plot([epoch], [0.96], transform=loss.get_xaxis_transform(), marker="X", markersize=9,
+                          linestyle="", color=FAMILY_COLOURS[family], gid=family, label=f"{model} diverged")
+        loss.set_title(f"depth {depth}", fontsize=10)
+        loss.set_ylabel("train loss (cross-entropy, nats)" if column == 0 else "")
+        accuracy.set_ylabel("test accuracy (%)" if column == 0 else "")
+        for axis in (loss, accuracy):
+            axis.set_xlabel("epoch (passes over the training set)")
+            axis.grid(alpha=0.3)
+        loss.legend(fontsize=7)
+    epochs = int(frame["epoch"].max())
+    return finish_figure(figure, "Training: deep plain nets fall behind, residual and PNNH nets do not",
+                         caption_line(frame, f"{epochs} epochs; train loss is the mean over each epoch's batches"))
+
+
+def headline(frame: pd.DataFrame) -> list[str]:
+    last = frame.groupby("model", sort=False).tail(1)
+    return [f"depth {depth}, final train loss / test accuracy: " + ", ".join(
+        f"{r.model} diverged in epoch {r.epoch}" if r.status == "diverged" else
+        f"{r.model} {r.train_loss:.3f}/{100 * r.test_acc:.1f}%" for r in rows.itertuples())
+        for depth, rows in last.groupby("model_depth")]

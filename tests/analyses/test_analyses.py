@@ -1,0 +1,104 @@
+"""The runner (`dissipate.analyses`) and `dissipate figures`: outputs, figures, the cache, the plan and errors."""
+
+import shutil
+
+import pytest
+from matplotlib.colors import to_hex
+
+from dissipate.analyses import ANALYSES, describe_plan, outputs, run_analyses, select
+from dissipate.analyses import accuracy_params, training_curves
+from dissipate.errors import InvalidArgumentError
+from dissipate.plots import FAMILY_COLOURS
+from tests.helpers import run_cli
+
+FIGURES = [module for module in ANALYSES.values() if hasattr(module, "draw")]
+
+
+def test_the_smoke_preset_writes_every_csv_and_figure_and_summarises_them(smoke):
+    out, stdout, seconds = smoke
+    for module in ANALYSES.values():
+        for path in outputs(module, out):
+            assert path.is_file() and path.stat().st_size > 0, path
+        assert f"  {module.NAME} (computed in" in stdout
+    assert (out / "cache" / ".gitignore").read_text() == "*\n"  # the runs' checkpoints are never committed
+    assert "plain20" in stdout  # the headlines quote the numbers
+
+
+def _colours(artist) -> set[str]:
+    """The colours an artist is drawn in: a line's colour, a marker's or a bar's face and edge."""
+    if hasattr(artist, "get_linestyle") and hasattr(artist, "get_xydata"):
+        return {to_hex(artist.get_color())}
+    faces, edges = artist.get_facecolor(), artist.get_edgecolor()
+    found = set()
+    for colours in (faces, edges):
+        rows = colours if getattr(colours, "ndim", 1) == 2 else [colours]
+        found |= {to_hex(c) for c in rows if len(c) == 4 and c[3] > 0}
+    return found
+
+
+@pytest.mark.parametrize("analysis", FIGURES, ids=lambda module: module.NAME)
+def test_every_figure_has_titles_labels_with_units_a_legend_a_caption_and_family_colours(analysis, result):
+    figure = analysis.draw(result(analysis.NAME))
+    assert figure.get_suptitle()
+    captions = [text.get_text() for text in figure.texts if text.get_gid() == "caption"]
+    assert len(captions) == 1 and "preset smoke" in captions[0] and "synthetic" in captions[0]
+    axes = [axis for axis in figure.axes if axis.get_visible()]
+    for axis in axes:
+        assert "(" in axis.get_xlabel() and axis.get_xlabel().endswith(")"), axis.get_xlabel()
+        ylabels = [axis.get_ylabel(), *(a.get_ylabel() for a in axis.get_shared_y_axes().get_siblings(axis))]
+        assert any("(" in label and label.endswith(")") for label in ylabels), ylabels
+    assert any(axis.get_legend() for axis in axes) or figure.legends
+    families = set()
+    for axis in axes:
+        for artist in (*axis.lines, *axis.collections, *axis.patches):
+            family = artist.get_gid()
+            if family in FAMILY_COLOURS:
+                families.add(family)
+                assert FAMILY_COLOURS[family] in _colours(artist), (analysis.NAME, family, _colours(artist))
+                assert not ({c for f, c in FAMILY_COLOURS.items() if f != family} & _colours(artist))
+    assert {"plain", "resnet", "pnnh"} <= families
+
+
+def test_a_second_run_reuses_the_cache_and_force_recomputes_once(smoke, tmp_path):
+    out = tmp_path / "figures"
+    shutil.copytree(smoke[0], out)
+    before = (out / "training_curves.csv").stat().st_mtime_ns
+    said = []
+    reports = run_analyses(["training_curves,tables"], "smoke", out, say=said.append)
+    assert [r.cached for r in reports] == [True, True] and said == []
+    assert (out / "training_curves.csv").stat().st_mtime_ns == before
+
+    (out / "cache" / "training_curves.json").write_text("{}")  # computed with other settings: recompute from runs
+    reports = run_analyses(["training_curves"], "smoke", out, say=said.append)
+    assert not reports[0].cached and said == []  # every run it needs is still cached
+
+    reports = run_analyses(["training_curves", "accuracy_params"], "smoke", out, force=True, formats=("png", "pdf"),
+                           say=said.append)
+    trained = [line for line in said if line.startswith("training")]
+    labels = {v.label for v in training_curves.PRESETS["smoke"].models} | {
+        v.label for v in accuracy_params.PRESETS["smoke"].models}
+    assert len(trained) == len(labels)  # a run shared by the two analyses trains once
+    assert (out / "accuracy_params.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_the_paper_plan_lists_runs_epochs_probes_and_outputs(capsys, tmp_path):
+    code, stdout, _ = run_cli(capsys, "figures", "--preset", "paper", "--dry-run", "--out", str(tmp_path / "f"))
+    assert code == 0 and not (tmp_path / "f").exists()
+    assert "200 epochs" in stdout and "cifar10: " in stdout and "cifar100: " in stdout
+    for variant in training_curves.PRESETS["paper"].models:
+        assert variant.label in stdout
+    assert "pnnh110 k/C=0.25" in stdout and "vgg16" in stdout
+    for module in ANALYSES.values():
+        assert all(path.name in stdout for path in outputs(module, tmp_path))
+    assert "throughput: plain18, resnet18, pnnh18, plain34, resnet34, pnnh34 at 224 px" in stdout
+    assert describe_plan(preset="paper") == describe_plan(preset="paper")  # a plan computes nothing
+
+
+def test_unknown_names_are_one_sentence_with_a_suggestion(capsys):
+    code, _, stderr = run_cli(capsys, "figures", "--preset", "smoke", "--only", "dissipation")
+    assert code == 2 and "did you mean 'dissipation_curves'" in stderr and "Traceback" not in stderr
+    code, _, stderr = run_cli(capsys, "figures", "--preset", "papr", "--dry-run")
+    assert code == 2 and "unknown preset 'papr' (did you mean 'paper'?)" in stderr
+    with pytest.raises(InvalidArgumentError):
+        select(["tables", "nonsense"])
+    assert [m.NAME for m in select(["rank-depth", "tables"])] == ["rank_depth", "tables"]
