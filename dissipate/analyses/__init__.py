@@ -32,22 +32,24 @@ __all__ = ["ANALYSES", "PRESETS", "RECIPES", "Context", "Report", "Run", "Varian
            "run_analyses", "select"]
 
 
+def _refuse(kind: str, name: str, choices) -> None:
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.4)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise InvalidArgumentError(f"unknown {kind} {name!r}{hint}; choose from {', '.join(choices)}")
+
+
 def select(names: Iterable[str] | None = None) -> list[ModuleType]:
     """The analyses named (all when none is), in the order of ANALYSES; an unknown name raises with suggestions."""
     wanted = [part.strip().replace("-", "_") for name in names or () for part in name.split(",") if part.strip()]
     for name in wanted:
         if name not in ANALYSES:
-            close = difflib.get_close_matches(name, list(ANALYSES), n=1, cutoff=0.4)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise InvalidArgumentError(f"unknown analysis {name!r}{hint}; choose from {', '.join(ANALYSES)}")
+            _refuse("analysis", name, ANALYSES)
     return [module for name, module in ANALYSES.items() if not wanted or name in wanted]
 
 
 def _check_preset(preset: str) -> None:
     if preset not in PRESETS:
-        close = difflib.get_close_matches(preset, PRESETS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise InvalidArgumentError(f"unknown preset {preset!r}{hint}; choose from {', '.join(PRESETS)}")
+        _refuse("preset", preset, PRESETS)
 
 
 def outputs(module: ModuleType, out: str | os.PathLike, formats: Iterable[str] = ("png",)) -> list[Path]:
