@@ -118,7 +118,7 @@ def depth_linestyles(frame: pd.DataFrame) -> dict[str, str]:
 
 
 def family_depth_legend(figure: Figure, panels: list[pd.DataFrame], extra: tuple = ()) -> list[dict[str, str]]:
-    """Each panel's {model: linestyle}, and one legend under the figure: a colour per family, a line style per depth
+    """Each panel's {model: linestyle}, and one legend beside the figure: a colour per family, a line style per depth
     (within each panel the shallowest net of a family is solid, the next dashed, ...), then the `extra` handles."""
     styles = [depth_linestyles(panel) for panel in panels]
     depths: dict[str, set[int]] = {}

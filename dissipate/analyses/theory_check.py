@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import SymmetricalLogLocator
 
 from ..bound_check import COLUMNS as CHECK_COLUMNS
 from ..bound_check import check_monte_carlo, check_rows
@@ -96,6 +97,7 @@ def draw(frame: pd.DataFrame) -> Figure:
         if rows[["mu_pred", "mu_meas"]].abs().max().max() > 100:  # a trained net whose activations blew up
             mean.set_xscale("symlog", linthresh=1)
             mean.set_yscale("symlog", linthresh=1)
+            mean.xaxis.set_major_locator(SymmetricalLogLocator(base=1000, linthresh=1))  # a tick every 3 decades
         mean.set_xlabel("predicted mean (pre-activation units)")
         mean.set_ylabel("measured mean (pre-activation units)")
         mean.set_title("Theorem 3.2: mean", fontsize=9)
