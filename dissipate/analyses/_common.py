@@ -18,11 +18,12 @@ from .._io import atomic_write
 from ..checkpoint import read_checkpoint
 from ..data import load_data
 from ..models import get_model_entry
-from ..probe import ProbeConfig, ProbeNotice, probe, probe_model
 from ..errors import TrainingDiverged
+from ..probe import ProbeConfig, ProbeNotice, probe, probe_model
 from ..train import LOG_COLUMNS, RUNTIME_FIELDS, TrainConfig, train
 
 PRESETS = ("smoke", "cpu", "paper")
+COMPARED = ("plain", "resnet", "pnnh")  # the families every figure compares
 COMPARED_DEPTHS = (20, 56, 110)  # the CIFAR-family depths the figures compare (He et al.'s, minus 32 and 44)
 
 
@@ -93,8 +94,6 @@ def family_models(families: tuple[str, ...], depths: tuple[int, ...]) -> tuple[V
     """plain20, resnet20, pnnh20, plain56, ...: each depth's families side by side."""
     return variants(*(f"{family}{depth}" for depth in depths for family in families))
 
-
-COMPARED = ("plain", "resnet", "pnnh")
 
 
 def digest(settings: object) -> str:
@@ -190,11 +189,15 @@ class Context:
 
     # -- probes -----------------------------------------------------------------------------------------------------
 
+    def probe_data(self, state: str, data: str | None = None) -> str:
+        """The dataset a probe of `state` reads: the init data at initialisation, else what the net trained on."""
+        return self.recipe.init_data if state == "init" else data or self.recipe.data
+
     def probed(self, variant: Variant, state: str, data: str | None = None) -> pd.DataFrame | None:
         """The probe frame of `variant` at initialisation ("init", on the preset's init data) or trained ("trained",
         on the test images of what it trained on), cached as CSV; None for a run that diverged."""
         r = self.recipe
-        data = (r.init_data if state == "init" else data or r.data)
+        data = self.probe_data(state, data)
         # what decides the frame: the images and metrics, and for a trained net its run (named by its settings)
         source = r.init_image_size if state == "init" else self.run_dir(self.train_config(variant, data)).name
         key = digest([variant.model, variant.options, state, data, source, r.probe_images, r.probe_metrics])
@@ -229,7 +232,7 @@ class Context:
         if frame is None:
             return None
         frame = frame.rename(columns={"depth": "layer"})
-        data = self.recipe.init_data if state == "init" else data or self.recipe.data
+        data = self.probe_data(state, data)
         identity = {"preset": self.preset, "dataset": data, "state": state, "model": variant.label,
                     "family": variant.family, "model_depth": variant.depth}
         return pd.concat([pd.DataFrame(identity, index=frame.index), frame], axis=1)
