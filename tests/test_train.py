@@ -19,7 +19,7 @@ from dissipate import train as train_module
 from dissipate.checkpoint import read_checkpoint
 from dissipate.errors import CheckpointError, InvalidArgumentError
 from dissipate.train import LOG_COLUMNS, TrainConfig, crop_and_flip, epoch_plan, learning_rate, load_split, train
-from tests.test_data import write_fashion_mnist
+from tests.test_data import write_fashion_mnist, write_idx
 
 # a run of a few dozen steps on synthetic images: 8 steps of 32 images per epoch
 TINY = dict(model="resnet20", data="synthetic", batch_size=32, subset=256, test_subset=64, lr=0.05, warmup=0.5,
@@ -68,16 +68,35 @@ def test_epoch_plans_depend_on_seed_and_epoch_only():
     assert torch.equal(torch.cat([b[0] for b in tail]), torch.arange(100))
 
 
+def write_learnable_fashion_mnist(directory: Path, count: int) -> None:
+    """Fashion-MNIST files whose class is the image's brightness (class c at grey level 25c + 15, pixel noise of
+    std 12), train and test drawn apart: a held-out set that a net learns in a few dozen steps, so that test accuracy
+    measures the training loop rather than how well 256 images generalise."""
+    directory.mkdir(parents=True)
+    for split, key in (("train", 0), ("t10k", 1)):
+        rng = np.random.default_rng(key)
+        labels = rng.integers(0, 10, count)
+        images = np.clip(25 * labels[:, None, None] + 15 + rng.normal(0, 12, (count, 28, 28)), 0, 255)
+        write_idx(directory / f"{split}-images-idx3-ubyte", images.astype(np.uint8))
+        write_idx(directory / f"{split}-labels-idx1-ubyte", labels)
+
+
 def test_loss_falls_and_accuracy_rises_above_chance_within_a_few_dozen_steps(tmp_path):
-    history = train(TrainConfig(**TINY, epochs=4, augment=False), tmp_path)
+    """32 steps on 256 images, scored on 256 others. Measured over seeds 0-9 at 1 and 2 threads (20 runs): the
+    last train loss is at most 0.51x the first, the last train accuracy at least 0.51, the best test accuracy at
+    least 0.55 (chance: 0.1). The thresholds below leave 60 or more test images of margin."""
+    write_learnable_fashion_mnist(tmp_path / "FashionMNIST" / "raw", count=256)
+    config = TrainConfig(model="resnet20", data="fashion-mnist", data_dir=str(tmp_path), batch_size=32, lr=0.02,
+                         warmup=0.5, epochs=4, augment=False, device="cpu")
+    history = train(config, tmp_path / "run")
     assert [row["epoch"] for row in history] == [1, 2, 3, 4]
-    assert history[-1]["train_loss"] < 0.9 * history[0]["train_loss"]
-    assert history[-1]["train_acc"] > 0.2 and max(row["test_acc"] for row in history) > 0.15  # 10 classes
-    log = pd.read_csv(tmp_path / "log.csv")
+    assert history[-1]["train_loss"] < 0.75 * history[0]["train_loss"]
+    assert history[-1]["train_acc"] > 0.3 and max(row["test_acc"] for row in history) > 0.3
+    log = pd.read_csv(tmp_path / "run" / "log.csv")
     assert list(log.columns) == list(LOG_COLUMNS) and len(log) == 4 and (log["images_per_s"] > 0).all()
-    best = read_checkpoint(tmp_path / "best.pt")
+    best = read_checkpoint(tmp_path / "run" / "best.pt")
     assert best["epoch"] == int(log["test_acc"].idxmax()) + 1 and best["model"] == "resnet20"
-    assert read_checkpoint(tmp_path / "latest.pt")["epoch"] == 4
+    assert read_checkpoint(tmp_path / "run" / "latest.pt")["epoch"] == 4
 
 
 def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
@@ -238,7 +257,7 @@ def test_a_run_killed_while_writing_a_checkpoint_resumes_from_the_previous_one(t
     script.write_text(KILLED_DURING_SAVE)
     process = subprocess.Popen([sys.executable, str(script), str(out), str(marker)])
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # a hang guard, not a timing check
         while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
         assert marker.exists(), "the run never reached its second checkpoint"
