@@ -1,21 +1,34 @@
-"""File writes that never leave a half-written file behind."""
+"""Files: writes that never leave a half-written file behind, and weight files read without unpickling code."""
 
 from __future__ import annotations
 
+import errno
 import os
+import pickle
+import tempfile
+import warnings
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import Any, BinaryIO, Callable
+
+import torch
+
+from .errors import CheckpointError, InvalidArgumentError
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
-    """Call `write(file)` on a temporary file beside `path`, then rename it over `path`.
+    """Call `write(file)` on a new temporary file beside `path`, then rename it over `path`.
 
-    A process killed half-way leaves the previous `path` untouched (and at most a stray `.NAME.PID.tmp`).
+    The temporary file is created exclusively under an unpredictable name (`.NAME.PID.RANDOM.tmp`), so a file or
+    symlink planted beside `path` is never written through. A process killed half-way leaves the previous `path`
+    untouched and at most a stray temporary file, which the next write of `path` removes once its process is gone.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    _remove_stray_temporaries(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
     try:
-        with open(tmp, "wb") as file:
+        os.fchmod(fd, 0o666 & ~_umask())  # what open() would have given the file, not mkstemp's 0600
+        with os.fdopen(fd, "wb") as file:
             write(file)
             file.flush()
             os.fsync(file.fileno())  # the data is on disk before the rename makes it visible
@@ -32,3 +45,64 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     finally:
         os.close(dir_fd)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _remove_stray_temporaries(path: Path) -> None:
+    """Delete `.NAME.PID.*.tmp` beside `path` left by processes that no longer run (a kill mid-write)."""
+    for stray in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = stray.name[len(path.name) + 2:].partition(".")[0]
+        if pid.isdigit() and not _running(int(pid)):
+            stray.unlink(missing_ok=True)  # a symlink is removed itself, never followed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def writable_directory(path: str | os.PathLike, what: str) -> Path:
+    """`path` as a directory that can be written, created if needed; InvalidArgumentError naming it otherwise."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InvalidArgumentError(f"{what} {path} is a file, not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        reason = "the disk is full" if error.errno == errno.ENOSPC else (error.strerror or str(error)).lower()
+        raise InvalidArgumentError(f"{what} {path} cannot be written: {reason}") from None
+    return path
+
+
+def load_weights(path: str | os.PathLike, what: str = "weight file") -> Any:
+    """`torch.load(path, weights_only=True)` on the CPU: tensors and plain data only, nothing else is unpickled.
+    CheckpointError with one sentence, naming the `what` at `path`, when it is missing, holds other objects, or is
+    not a PyTorch file at all."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no {what} at {path}")
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols on files it then reads fine
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 -- torch raises many types for a bad file; each means the same here
+        text = str(error)
+        if isinstance(error, pickle.UnpicklingError) and "unsupported global" in text.lower():
+            raise CheckpointError(f"refusing to load {path}: it holds Python objects beyond tensors and plain data, "
+                                  "and unpickling them could run code") from None
+        reason = next((line.strip() for line in text.splitlines() if line.strip()
+                       and not line.startswith(("Weights only load failed", "Please file an issue", "Check the "))),
+                      type(error).__name__)
+        raise CheckpointError(f"{path} is not a readable PyTorch {what} (truncated or corrupt?): {reason[:120]}") from None

@@ -11,15 +11,13 @@ A bare state_dict (torchvision's weights, say) is accepted too, together with a 
 from __future__ import annotations
 
 import os
-import pickle
-import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from ._io import atomic_write
+from ._io import atomic_write, load_weights
 from .errors import CheckpointError, InvalidArgumentError
 from .models import create_model
 
@@ -51,19 +49,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, dataset: str |
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """The checkpoint at `path`, checked. A bare state_dict comes back as {"format": None, "state_dict": ...}."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint file at {path}")
-    try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols on files it then reads fine
-            warnings.simplefilter("ignore", UserWarning)
-            content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 -- torch raises many types for a bad file; each means the same here
-        if isinstance(error, pickle.UnpicklingError) and "weights only" in str(error).lower():
-            raise CheckpointError(f"refusing to load {path}: it holds Python objects beyond tensors and plain data, "
-                                  "and unpickling them could run code") from None
-        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {reason}") from None
-
+    content = load_weights(path, "checkpoint file")
     if isinstance(content, dict) and content.get("format") == FORMAT:
         if content.get("version") != VERSION:
             raise CheckpointError(f"{path} is a dissipate checkpoint of version {content.get('version')!r}; "

@@ -33,6 +33,7 @@ from .train import train as run_training
 
 T = TypeVar("T")
 TRAIN_DEFAULTS = TrainConfig(model="")  # the defaults that `dissipate train --help` shows
+CLI_TO_CONFIG = {"model_args": "model_kwargs"}  # `dissipate train` options named otherwise in TrainConfig
 app = typer.Typer(help="Measure how a network's input survives, layer by layer.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 
@@ -249,6 +250,7 @@ def bound_check(
 
 @app.command()
 def train(
+    ctx: typer.Context,
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (see `dissipate models`); with "
                                                                     "--resume, the run's own."),
     model_args: List[str] = MODEL_ARGS,
@@ -270,6 +272,7 @@ def train(
     out: Optional[Path] = typer.Option(None, help="Run directory: log.csv, latest.pt, best.pt [default: "
                                                   "runs/MODEL-DATA]."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest.pt."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run that --out already holds."),
     device: str = DEVICE,
     amp: bool = typer.Option(TRAIN_DEFAULTS.amp, help="bf16 autocast on CUDA."),
     channels_last: bool = typer.Option(TRAIN_DEFAULTS.channels_last, "--channels-last", help="channels_last memory "
@@ -299,7 +302,10 @@ def train(
                    f"test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f}  lr {row['lr']:.4g}  "
                    f"{row['images_per_s']:.0f} img/s  {row['peak_mem_mb']:.0f} MiB  {row['epoch_s']:.1f} s")
 
-    history = run_training(config, out, resume=resume, progress=progress, on_epoch=show)
+    given = {CLI_TO_CONFIG.get(name, name) for name in ctx.params  # what the user typed, defaults or not
+             if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")}
+    history = run_training(config, out, resume=resume, progress=progress, on_epoch=show, overwrite=overwrite,
+                           given=given)
     if history and int(os.environ.get("RANK", "0")) == 0:
         best = max(history, key=lambda row: row["test_acc"])
         typer.echo(f"best test accuracy {best['test_acc']:.4f} at epoch {best['epoch']}; log and checkpoints in {out}")

@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import difflib
 import json
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,8 +90,7 @@ class ProbeConfig:
         for name in ("num_images", "batch_size", "dists_images"):
             if getattr(self, name) < 1:
                 raise InvalidArgumentError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise InvalidArgumentError(f"unknown device {self.device!r}; choose auto, cpu or cuda")
+        check_device(self.device)
 
 
 def parse_metrics(names: Iterable[str]) -> list[str]:
@@ -106,12 +106,24 @@ def parse_metrics(names: Iterable[str]) -> list[str]:
     return [name for name in METRICS if name in requested]
 
 
+def check_device(device: str) -> str:
+    """`device` if it names one that the probe and training understand: auto, cpu, cuda or cuda:N."""
+    if device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", device):
+        return device
+    raise InvalidArgumentError(f"unknown device {device!r}; choose auto, cpu, cuda or cuda:N")
+
+
 def resolve_device(device: str) -> torch.device:
-    if device == "auto":
+    """The torch device that `device` (see check_device) names here: auto is cuda where torch sees one."""
+    if check_device(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InvalidArgumentError(f"device {device!r} asked for, but torch sees no CUDA device here")
-    return torch.device(device)
+    resolved = torch.device(device)
+    if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise InvalidArgumentError(f"device {device!r} asked for, but torch sees {torch.cuda.device_count()} CUDA "
+                                   "device(s) here")
+    return resolved
 
 
 @dataclass

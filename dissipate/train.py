@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import fcntl
 import io
 import math
 import os
@@ -27,7 +28,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -36,12 +37,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ._io import atomic_write
+from ._io import atomic_write, writable_directory
 from .checkpoint import read_checkpoint, save_checkpoint
 from .data import DeadLeaves, ImageData, load_data, seeded_choice
 from .errors import CheckpointError, InvalidArgumentError, OutOfMemory, TrainingDiverged
 from .models import create_model
-from .probe import Progress, no_progress, resolve_device
+from .probe import Progress, check_device, no_progress, resolve_device
 
 ON_DEVICE = ("synthetic", "cifar10", "cifar100", "fashion-mnist")  # small enough to sit on the device as uint8
 SYNTHETIC_LENGTH = {True: 10_000, False: 2_000}  # images in the synthetic train and test splits
@@ -84,11 +85,13 @@ class TrainConfig:
                   ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
                   ("subset", self.subset is None or self.subset >= 1, "at least 1"),
                   ("test_subset", self.test_subset is None or self.test_subset >= 1, "at least 1"),
-                  ("workers", self.workers >= 0, "non-negative")]
+                  ("workers", self.workers >= 0, "non-negative"),
+                  ("seed", 0 <= self.seed < 2 ** 63, "in [0, 2^63)")]
         for name, valid, rule in checks:
             value = getattr(self, name)
             if not valid or (isinstance(value, float) and not math.isfinite(value)):
                 raise InvalidArgumentError(f"{name} must be {rule}, got {value}")
+        check_device(self.device)
 
 
 def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -280,13 +283,16 @@ def _write_log(path: Path, history: list[dict]) -> None:
     atomic_write(path, lambda f: f.write(text.getvalue().encode()))
 
 
-def _resumed_config(config: TrainConfig, saved: dict, source: Path) -> TrainConfig:
-    """The saved run's config, with this call's runtime fields; a setting that this call asks for explicitly (not
-    at its default) and that differs from the saved run's is refused, since it would not continue the same run."""
-    defaults = TrainConfig(model=saved["model"])
+def _resumed_config(config: TrainConfig, saved: dict, source: Path, given: Iterable[str] | None) -> TrainConfig:
+    """The saved run's config, with this call's runtime fields. A setting that this call gives (`given`: the names
+    set explicitly; None: every one that differs from its default) and that differs from the saved run's is refused,
+    since it would not continue the same run."""
+    if given is None:
+        defaults = TrainConfig(model=saved["model"])
+        given = [name for name in saved if getattr(config, name) != getattr(defaults, name)]
     conflicts = [f"{name}={saved[name]!r}, not {getattr(config, name)!r}" for name in saved
-                 if name not in RUNTIME_FIELDS and name != "model" and getattr(config, name) != saved[name]
-                 and getattr(config, name) != getattr(defaults, name)]
+                 if name in given and name not in RUNTIME_FIELDS and name != "model"
+                 and getattr(config, name) != saved[name]]
     if config.model != saved["model"]:
         conflicts.insert(0, f"model={saved['model']!r}, not {config.model!r}")
     if conflicts:
@@ -312,11 +318,14 @@ EpochCallback = Callable[[dict], None]
 
 
 def train(config: TrainConfig, out: str | os.PathLike, resume: bool = False, progress: Progress | None = None,
-          on_epoch: EpochCallback | None = None, stop_after: int | None = None) -> list[dict]:
+          on_epoch: EpochCallback | None = None, stop_after: int | None = None, overwrite: bool = False,
+          given: Iterable[str] | None = None) -> list[dict]:
     """Train `config.model` on `config.data`; returns the log, one dict per epoch (LOG_COLUMNS).
 
     Each epoch appends a row to `out/log.csv` and writes `out/latest.pt` (and `out/best.pt` when the test accuracy
-    is the best so far), atomically. `resume=True` continues from `out/latest.pt`. `stop_after` ends the run after
+    is the best so far), atomically. `out` is locked while the run writes to it, and a directory that already holds
+    a run is refused unless `resume=True` continues it from `out/latest.pt` (`given`: the settings this call names
+    explicitly, which must agree with the run's) or `overwrite=True` replaces it. `stop_after` ends the run after
     that epoch, as if it had been killed there. `progress(items, length, label)` wraps each epoch's batches, and
     `on_epoch(row)` sees each log row (rank 0 only). Under torchrun (WORLD_SIZE > 1) every rank calls this.
     """
@@ -324,16 +333,66 @@ def train(config: TrainConfig, out: str | os.PathLike, resume: bool = False, pro
     saved = None
     if resume:
         saved = read_resume_point(out)
-        config = _resumed_config(config, saved["train_config"], out / "latest.pt")
+        config = _resumed_config(config, saved["train_config"], out / "latest.pt", given)
     device = resolve_device(config.device)
     with distributed_from_environment(config.device) as ranks:
         if ranks.enabled and device.type == "cuda":
             device = torch.device("cuda", ranks.local_rank)
+        with _claim(out, ranks.rank == 0, saved, overwrite):
+            if saved is not None and len(saved["history"]) >= config.epochs:
+                return list(saved["history"])  # finished already; _claim made its files agree
+            try:
+                return _run(config, out, saved, device, ranks, progress, on_epoch, stop_after)
+            except torch.OutOfMemoryError:
+                raise OutOfMemory(f"{config.model} at batch size {config.batch_size} does not fit in the memory "
+                                  f"of {device}; lower --batch-size") from None
+
+
+RUN_FILES = ("latest.pt", "best.pt", "log.csv")
+
+
+@contextlib.contextmanager
+def _claim(out: Path, writer: bool, saved: dict | None, overwrite: bool) -> Iterator[None]:
+    """Hold `out` for this run (the writer, rank 0, only): a lock that a second run on it is refused by, and files
+    that agree with the run's history before it goes on (resume), or none of another run's (overwrite)."""
+    if not writer:
+        yield
+        return
+    writable_directory(out, "the run directory")
+    lock = os.open(out, os.O_RDONLY)  # the directory itself is locked: no lock file to leave behind
+    try:
         try:
-            return _run(config, out, saved, device, ranks, progress, on_epoch, stop_after)
-        except torch.OutOfMemoryError:
-            raise OutOfMemory(f"{config.model} at batch size {config.batch_size} does not fit in the memory of "
-                              f"{device}; lower --batch-size") from None
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when closed, or when the process dies
+        except BlockingIOError:
+            raise InvalidArgumentError(f"another process is training in {out}; wait for it to end, or choose "
+                                       "another --out") from None
+        existing = [name for name in RUN_FILES if (out / name).exists()]
+        if saved is not None:
+            _repair(out, saved)
+        elif existing and not overwrite:
+            raise InvalidArgumentError(f"{out} already holds a run ({', '.join(existing)}); continue it with "
+                                       "--resume, replace it with --overwrite, or choose another --out")
+        else:
+            for name in existing:
+                (out / name).unlink()
+        yield
+    finally:
+        os.close(lock)
+
+
+def _repair(out: Path, saved: dict) -> None:
+    """Make log.csv and best.pt agree with the history in latest.pt (`saved`), after a kill between their writes:
+    the log is rewritten from the history, and best.pt is latest.pt when the last epoch is the best one."""
+    history = saved["history"]
+    _write_log(out / "log.csv", history)
+    best_epoch = max(history, key=lambda row: row["test_acc"])["epoch"] if history else None
+    try:
+        best_saved = read_checkpoint(out / "best.pt")["epoch"]
+    except CheckpointError:
+        best_saved = None
+    if best_epoch is not None and best_saved != best_epoch and best_epoch == saved["epoch"]:
+        latest = (out / "latest.pt").read_bytes()
+        atomic_write(out / "best.pt", lambda f: f.write(latest))
 
 
 def _run(config: TrainConfig, out: Path, saved: dict | None, device: torch.device, ranks: Distributed,
@@ -404,12 +463,12 @@ def _run(config: TrainConfig, out: Path, saved: dict | None, device: torch.devic
                 totals.add(loss.detach() * len(labels), logits, labels)
         loss_sum, correct, count = totals.result(ranks)
         if not math.isfinite(loss_sum):  # checked once an epoch: a check per step would stall the GPU every step
-            kept = f"; {out / 'latest.pt'} holds epoch {epoch - 1}" if epoch > 1 else ""
-            raise TrainingDiverged(f"training diverged in epoch {epoch} (the loss is not finite at learning rate "
-                                   f"{config.lr}); lower --lr or lengthen --warmup{kept}", epoch)
+            raise _diverged(config, out, epoch, "the loss is not finite")
         elapsed = time.perf_counter() - started
         ranks.share_buffers(model)
         test_loss, test_acc = evaluate(compiled, test_split, config, ranks, model_input, autocast)
+        if not (math.isfinite(test_loss) and _finite(model)):  # never saved: latest.pt stays the last good epoch
+            raise _diverged(config, out, epoch, "the weights or the test loss are not finite")
         row = {"epoch": epoch, "train_loss": loss_sum / count, "train_acc": correct / count, "test_loss": test_loss,
                "test_acc": test_acc, "lr": lr, "images_per_s": count / elapsed,
                "peak_mem_mb": _peak_memory_mb(device), "epoch_s": elapsed}
@@ -420,6 +479,18 @@ def _run(config: TrainConfig, out: Path, saved: dict | None, device: torch.devic
                 on_epoch(row)
         best = max(best, test_acc)
     return history
+
+
+def _diverged(config: TrainConfig, out: Path, epoch: int, what: str) -> TrainingDiverged:
+    kept = f"; {out / 'latest.pt'} holds epoch {epoch - 1}" if epoch > 1 else ""
+    return TrainingDiverged(f"training diverged in epoch {epoch} ({what} at learning rate {config.lr}); lower --lr "
+                            f"or lengthen --warmup{kept}", epoch)
+
+
+def _finite(model: nn.Module) -> bool:
+    """Whether every parameter and buffer of `model` is finite (one host synchronisation)."""
+    tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+    return bool(torch.stack([t.isfinite().all() for t in tensors]).all()) if tensors else True
 
 
 @torch.no_grad()

@@ -1,3 +1,4 @@
+import fcntl
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ from dissipate import train as train_module
 from dissipate.checkpoint import read_checkpoint
 from dissipate.errors import CheckpointError, InvalidArgumentError
 from dissipate.train import LOG_COLUMNS, TrainConfig, crop_and_flip, epoch_plan, learning_rate, load_split, train
+from tests.helpers import run_cli
 from tests.test_data import write_fashion_mnist, write_idx
 
 # a run of a few dozen steps on synthetic images: 8 steps of 32 images per epoch
@@ -302,3 +304,86 @@ def test_a_diverged_run_stops_with_one_sentence_and_keeps_the_last_good_checkpoi
     with pytest.raises(ArithmeticError, match=r"training diverged in epoch 2 .*latest\.pt holds epoch 1"):
         train(TrainConfig(**TINY, epochs=3), tmp_path, resume=True)
     assert read_checkpoint(tmp_path / "latest.pt")["epoch"] == 1 and len(pd.read_csv(tmp_path / "log.csv")) == 1
+
+
+def test_a_directory_that_holds_a_run_is_refused_unless_resumed_or_overwritten(tmp_path):
+    train(TrainConfig(**TINY, epochs=1), tmp_path)
+    before = (tmp_path / "best.pt").read_bytes()
+    with pytest.raises(InvalidArgumentError, match=r"already holds a run \(latest.pt, best.pt, log.csv\); continue "
+                                                   r"it with --resume, replace it with --overwrite"):
+        train(TrainConfig(**{**TINY, "seed": 1}, epochs=1), tmp_path)
+    assert (tmp_path / "best.pt").read_bytes() == before
+    train(TrainConfig(**{**TINY, "seed": 1}, epochs=1), tmp_path, overwrite=True)
+    assert read_checkpoint(tmp_path / "latest.pt")["train_config"]["seed"] == 1
+    assert (tmp_path / "best.pt").read_bytes() != before and len(pd.read_csv(tmp_path / "log.csv")) == 1
+
+
+def test_a_second_run_on_a_locked_directory_is_refused(tmp_path):
+    held = os.open(tmp_path, os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what a running `dissipate train` holds
+        with pytest.raises(InvalidArgumentError, match="another process is training in"):
+            train(TrainConfig(**TINY, epochs=1), tmp_path)
+    finally:
+        os.close(held)
+    assert not (tmp_path / "latest.pt").exists()
+    train(TrainConfig(**TINY, epochs=1), tmp_path)  # released: the run goes ahead
+    assert read_checkpoint(tmp_path / "latest.pt")["epoch"] == 1
+
+
+def test_resume_makes_best_and_the_log_agree_with_latest_after_a_kill_between_their_writes(tmp_path, monkeypatch):
+    accuracies = iter([0.2, 0.5])  # epoch 2 is the best
+    evaluate = train_module.evaluate
+    monkeypatch.setattr(train_module, "evaluate", lambda *a: (evaluate(*a)[0], next(accuracies)))
+    save = train_module.save_checkpoint
+
+    def killed_after_latest(path, *args, **kwargs):
+        if Path(path).name == "best.pt" and kwargs["epoch"] == 2:
+            raise KeyboardInterrupt  # the process dies here: latest.pt holds epoch 2, best.pt and the log epoch 1
+        return save(path, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", killed_after_latest)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**TINY, epochs=2), tmp_path)
+    assert read_checkpoint(tmp_path / "best.pt")["epoch"] == 1 and len(pd.read_csv(tmp_path / "log.csv")) == 1
+    monkeypatch.undo()
+    history = train(TrainConfig(**TINY, epochs=2), tmp_path, resume=True)
+    assert [row["test_acc"] for row in history] == [0.2, 0.5]
+    assert pd.read_csv(tmp_path / "log.csv")["test_acc"].tolist() == [0.2, 0.5]
+    best, latest = read_checkpoint(tmp_path / "best.pt"), read_checkpoint(tmp_path / "latest.pt")
+    assert best["epoch"] == 2 and all(torch.equal(best["state_dict"][k], v) for k, v in latest["state_dict"].items())
+
+
+def test_a_non_finite_test_loss_or_weight_is_never_saved(tmp_path, monkeypatch):
+    train(TrainConfig(**TINY, epochs=3), tmp_path, stop_after=1)
+    monkeypatch.setattr(train_module, "evaluate", lambda *a: (float("nan"), 0.9))
+    with pytest.raises(ArithmeticError, match=r"epoch 2 \(the weights or the test loss are not finite .*latest\.pt "
+                                              r"holds epoch 1"):
+        train(TrainConfig(**TINY, epochs=3), tmp_path, resume=True)
+    assert read_checkpoint(tmp_path / "latest.pt")["epoch"] == read_checkpoint(tmp_path / "best.pt")["epoch"] == 1
+    model = torch.nn.BatchNorm2d(2)
+    assert train_module._finite(model)
+    model.running_var[1] = float("inf")
+    assert not train_module._finite(model)
+
+
+def test_resume_refuses_explicit_options_even_at_their_default_values(tmp_path, capsys):
+    common = ["--data", "synthetic", "--subset", "64", "--test-subset", "32", "--batch-size", "32", "--device", "cpu",
+              "--out", str(tmp_path)]
+    code, _, err = run_cli(capsys, "train", "--model", "resnet20", "--epochs", "2", "--lr", "0.05", *common)
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "train", "--resume", "--lr", "0.1", "--out", str(tmp_path))  # 0.1 is the default
+    assert code == 2 and "it has lr=0.05, not 0.1" in err and "Traceback" not in err
+    code, _, err = run_cli(capsys, "train", "--model", "resnet20", "--epochs", "2", *common)
+    assert code == 2 and "already holds a run" in err
+    code, out, err = run_cli(capsys, "train", "--resume", "--out", str(tmp_path), "--epochs", "2")
+    assert code == 0 and "best test accuracy" in out, err
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"device": "gpu"}, "unknown device 'gpu'; choose auto, cpu, cuda or cuda:N"),
+    ({"device": "mps"}, "unknown device 'mps'"), ({"device": ""}, "unknown device ''"),
+    ({"seed": -1}, r"seed must be in \[0, 2\^63\), got -1"), ({"seed": 2 ** 64}, "seed must be in")])
+def test_bad_devices_and_seeds_are_one_sentence(changes, message):
+    with pytest.raises(InvalidArgumentError, match=message):
+        TrainConfig(**{**TINY, **changes})

@@ -1,9 +1,9 @@
 """Perceptual similarity between the input and its linear read-out: SSIM and DISTS, both computed by piq.
 
 DISTS needs two weight files in torch's hub cache (`$TORCH_HOME/hub/checkpoints/`): torchvision's VGG16 ImageNet
-weights and the DISTS alpha/beta weights. piq's DISTS downloads them in its constructor; `load_dists` looks in the
-cache first, fetches only when allowed, and otherwise raises `DistsUnavailable` with one sentence on how to provide
-them, so that the caller can mark the DISTS columns unavailable and go on.
+weights and the DISTS alpha/beta weights. `load_dists` looks in the cache first, fetches only when allowed, reads
+both without unpickling anything beyond tensors, and otherwise raises `DistsUnavailable` with one sentence on how to
+provide them, so that the caller can mark the DISTS columns unavailable and go on.
 
 References:
     Wang, Bovik, Sheikh and Simoncelli. Image Quality Assessment: From Error Visibility to Structural Similarity.
@@ -14,17 +14,21 @@ References:
 from __future__ import annotations
 
 import urllib.error
-import warnings
 from pathlib import Path
 
 import torch
 
+from .._io import load_weights
+from ..errors import CheckpointError
 from ._validate import check_tensor
 
+VGG16_FILE, DISTS_WEIGHTS_FILE = "vgg16-397923af.pth", "dists_weights.pt"
 DISTS_FILES = {
-    "vgg16-397923af.pth": "https://download.pytorch.org/models/vgg16-397923af.pth",
-    "dists_weights.pt": "https://github.com/photosynthesis-team/piq/releases/download/v0.4.1/dists_weights.pt",
+    VGG16_FILE: "https://download.pytorch.org/models/vgg16-397923af.pth",
+    DISTS_WEIGHTS_FILE: "https://github.com/photosynthesis-team/piq/releases/download/v0.4.1/dists_weights.pt",
 }
+DISTS_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")  # piq's DISTS: VGG16 layers it compares
+DISTS_CHANNELS = (3, 64, 128, 256, 512, 512)  # the image, then those layers: alpha's and beta's splits
 
 
 class DistsUnavailable(RuntimeError):
@@ -32,31 +36,55 @@ class DistsUnavailable(RuntimeError):
 
 
 def dists_cache_dir() -> Path:
-    """Where piq (through torch.hub) looks for the DISTS weight files."""
+    """Where the DISTS weight files are kept: torch's hub cache, where piq would fetch them."""
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
 def load_dists(download: bool = False) -> torch.nn.Module:
     """piq's DISTS (per-image values, `reduction="none"`), from the cached weight files; fetched first when
-    `download` is true. Raises DistsUnavailable, naming the files and the directory, when that is not possible."""
+    `download` is true. Raises DistsUnavailable, naming the files and the directory, when that is not possible.
+
+    Both files are read here with `weights_only=True` and handed to piq as tensors: piq and torchvision would load
+    them through torch.hub, which unpickles, so a hostile file in the cache could run code."""
     cache = dists_cache_dir()
-    missing = [name for name in DISTS_FILES if not (cache / name).is_file()]
     how_to = (f"to compute DISTS, put {' and '.join(DISTS_FILES)} in {cache} "
               f"(from {' and '.join(DISTS_FILES.values())}), or set TORCH_HOME to a directory whose "
               "hub/checkpoints holds them")
+    missing = [name for name in DISTS_FILES if not (cache / name).is_file()]
     if missing and not download:
         raise DistsUnavailable(f"DISTS is unavailable: {', '.join(missing)} not in {cache}; {how_to}")
-    import piq  # here, not at the top: piq imports torchvision.models, two seconds of every command's start-up
-
     try:
-        with warnings.catch_warnings():  # piq asks torchvision for `pretrained=True`, deprecated since 0.13
-            warnings.simplefilter("ignore")
-            return piq.DISTS(reduction="none").eval()
+        for name in missing:
+            cache.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(DISTS_FILES[name], str(cache / name), progress=False)
     except (urllib.error.URLError, OSError) as error:
         raise DistsUnavailable(f"DISTS is unavailable: fetching its weights failed ({error}); {how_to}") from None
-    except Exception as error:  # noqa: BLE001 -- torch.load raises many types for a bad file; each means the same here
-        raise DistsUnavailable(f"DISTS is unavailable: its weight files in {cache} do not load "
-                               f"({str(error).splitlines()[0]}); {how_to}") from None
+    try:
+        return _dists(load_weights(cache / VGG16_FILE), load_weights(cache / DISTS_WEIGHTS_FILE)).eval()
+    except (CheckpointError, AttributeError, KeyError, RuntimeError, TypeError, ValueError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DistsUnavailable(f"DISTS is unavailable: its weight files in {cache} do not load ({reason}); "
+                               f"{how_to}") from None
+
+
+def _dists(vgg_state: dict, dists_state: dict) -> torch.nn.Module:
+    """piq.DISTS built from state dicts already loaded: what `piq.DISTS()` builds from the files it fetches.
+    DISTS's own constructor only loads alpha and beta and hands them to ContentLoss's, which this calls directly
+    with a VGG16 that holds `vgg_state` (a strict load: missing or misshapen weights are an error)."""
+    import piq  # here, not at the top: piq imports torchvision.models, two seconds of every command's start-up
+    from piq.perceptual import VGG16_LAYERS
+    from torchvision.models import vgg16
+
+    with torch.device("meta"):  # no random initialisation of 138M parameters that are replaced at once
+        vgg = vgg16()
+    vgg.load_state_dict(vgg_state, assign=True)
+    alpha, beta = dists_state["alpha"], dists_state["beta"]
+    weights = [*torch.split(alpha, DISTS_CHANNELS, dim=1), *torch.split(beta, DISTS_CHANNELS, dim=1)]
+    dists = piq.DISTS.__new__(piq.DISTS)
+    piq.ContentLoss.__init__(dists, vgg.features, layers=[VGG16_LAYERS[name] for name in DISTS_LAYERS],
+                             weights=weights, replace_pooling=True, reduction="none", normalize_features=False,
+                             allow_layers_weights_mismatch=True)
+    return dists
 
 
 def as_rgb(images: torch.Tensor) -> torch.Tensor:

@@ -1,3 +1,6 @@
+import shutil
+import warnings
+
 import pytest
 import torch
 
@@ -42,3 +45,39 @@ def test_dists_weight_files_that_do_not_load_are_reported(monkeypatch, tmp_path)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(DistsUnavailable, match="do not load"):
         load_dists(download=False)
+
+
+def test_dists_matches_piqs_own_constructor_on_the_same_files(monkeypatch, dists_torch_home):
+    """load_dists builds piq's DISTS from tensors it read itself; piq.DISTS() (which unpickles through torch.hub,
+    harmless on these test files) must give the same network."""
+    import piq
+
+    monkeypatch.setenv("TORCH_HOME", str(dists_torch_home))
+    ours = load_dists(download=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = piq.DISTS(reduction="none").eval()
+    assert ours.layers == theirs.layers and len(ours.weights) == len(theirs.weights) == 12
+    assert all(torch.equal(a, b) for a, b in zip(ours.weights, theirs.weights, strict=True))
+    x, y = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    assert torch.allclose(ours(x, y), theirs(x, y), atol=1e-6)
+
+
+class _Exploit:
+    def __init__(self, victim):
+        self.victim = victim
+
+    def __reduce__(self):
+        return (open, (str(self.victim), "w"))
+
+
+@pytest.mark.parametrize("hostile", list(DISTS_FILES))
+def test_a_dists_weight_file_that_would_run_code_is_refused_unrun(monkeypatch, tmp_path, dists_torch_home, hostile):
+    home = tmp_path / "home"
+    shutil.copytree(dists_torch_home, home)
+    victim = tmp_path / "created_by_pickle"
+    torch.save({"alpha": _Exploit(victim)}, home / "hub" / "checkpoints" / hostile)
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    with pytest.raises(DistsUnavailable, match="do not load .*could run code"):
+        load_dists(download=False)
+    assert not victim.exists()
