@@ -57,19 +57,25 @@ def stable_rank(sigma: torch.Tensor) -> float:
 
 
 class ChannelCovariance:
-    """Streaming channel covariance: per-channel sums and X^T X, float32 products added up in float64.
-    Memory: C^2, whatever the probe size."""
+    """Streaming channel covariance: per-channel sums and X^T X of the features shifted by the first batch's channel
+    means, float32 products added up in float64. The shift keeps the result exact where channels carry means far
+    above their spread (trained nets reach 1000): unshifted, X^T X - n mean mean^T would cancel away the covariance
+    in float32. Memory: C^2, whatever the probe size."""
 
     columns = ("erank", "nrank", "srank")
 
     def __init__(self) -> None:
         self.count = 0
+        self.shift: torch.Tensor | None = None  # (C,) float32: the first batch's channel means
         self.sum: torch.Tensor | float = 0.0
         self.gram: torch.Tensor | float = 0.0
 
     def update(self, features: torch.Tensor) -> None:
         x = channels_by_position(features.detach().float())  # (B, C, N)
         channels = x.shape[1]
+        if self.shift is None:
+            self.shift = x.mean((0, 2), dtype=torch.float64).float()
+        x = x - self.shift[:, None]
         gram = 0.0
         # per-sample X X^T with batched GEMMs straight on the (B, C, N) layout: no transposed copy of the features;
         # chunks keep the (chunk, C, C) products under 64 MiB
@@ -80,7 +86,7 @@ class ChannelCovariance:
         self.count += x.shape[0] * x.shape[2]
 
     def covariance(self) -> torch.Tensor:
-        mean = self.sum / self.count
+        mean = self.sum / self.count  # of the shifted features: the covariance does not depend on the shift
         return (self.gram - self.count * torch.outer(mean, mean)) / max(self.count - 1, 1)
 
     def result(self) -> dict[str, float]:

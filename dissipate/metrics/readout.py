@@ -111,10 +111,15 @@ class LinearReadout:
         self.fit_a, self.fit_b, self.score_half = self.parts
         self._weights: torch.Tensor | None = None
         self.penalty: float | None = None  # the chosen one
+        self.shift: torch.Tensor | None = None  # (C,) the first batch's channel means, taken from every feature
 
-    @staticmethod
-    def _with_intercept(feats: torch.Tensor) -> torch.Tensor:
-        return torch.cat([feats.float(), feats.new_ones(feats[:, :1].shape, dtype=torch.float32)], dim=1)
+    def _with_intercept(self, feats: torch.Tensor) -> torch.Tensor:
+        """The features less `shift`, and a channel of ones. The intercept absorbs the shift, so the map's images
+        are the same; shifted, F^T F keeps its precision where channels carry means far above their spread."""
+        feats = feats.float()
+        if self.shift is None:
+            self.shift = feats.mean((0, 2, 3), dtype=torch.float64).float()
+        return torch.cat([feats - self.shift[:, None, None], feats.new_ones(feats[:, :1].shape)], dim=1)
 
     def update(self, features: torch.Tensor, images: torch.Tensor, index: torch.Tensor) -> None:
         """`index`: (B,) the samples' indices in the probe set, which decide their part (0, 2 mod 4: fit; odd: score)."""
@@ -144,6 +149,15 @@ class LinearReadout:
     @property
     def weights(self) -> torch.Tensor | None:
         """(C+1, k) ridge map from features (and intercept, last row) to image channels; None before any fit data."""
+        fitted = self._fitted
+        if fitted is None:
+            return None
+        slope, intercept = fitted[:-1], fitted[-1]  # fitted on the shifted features: undo the shift
+        return torch.cat([slope, (intercept - self.shift.double() @ slope)[None]])
+
+    @property
+    def _fitted(self) -> torch.Tensor | None:
+        """The map as fitted, from the shifted features (see `_with_intercept`)."""
         if self._weights is None and self.fit_a.pixels:
             if self.fit_b.pixels and len(self.penalties) > 1:
                 errors = [self.fit_b.sse(w).item() for w in self.fit_a.ridge_maps(self.penalties)]
@@ -156,7 +170,7 @@ class LinearReadout:
 
     def r2(self) -> float:
         """1 - SSE / SST on the scoring half, channels pooled; NaN without data in both halves."""
-        weights, held_out = self.weights, self.score_half
+        weights, held_out = self._fitted, self.score_half
         if weights is None or not held_out.pixels:
             return float("nan")
         sst = held_out.sst()
@@ -168,9 +182,9 @@ class LinearReadout:
     def reconstruct(self, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor | None:
         """The read-out's images (B, k, *size) from `features`; None where there is no map or no spatial layout."""
         feats = as_feature_map(features.detach())
-        if feats is None or self.weights is None:
+        if feats is None or self._fitted is None:
             return None
-        low_res = torch.einsum("bchw,ck->bkhw", self._with_intercept(feats), self.weights.float())
+        low_res = torch.einsum("bchw,ck->bkhw", self._with_intercept(feats), self._fitted.float())
         return F.interpolate(low_res, size=size, mode="bilinear", align_corners=False)
 
 

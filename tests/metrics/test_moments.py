@@ -31,3 +31,16 @@ def test_streaming_equals_whole_tensor_even_with_a_large_mean(mean_to_std, scale
 
 def test_empty_stream_is_nan():
     assert all(math.isnan(v) for v in Moments().result())
+
+
+@pytest.mark.parametrize("mean_to_std", [100.0, 1000.0, -3000.0])
+def test_the_streamed_variance_holds_where_the_mean_is_far_above_the_spread(mean_to_std):
+    x = torch.randn(1 << 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) + mean_to_std
+    stream = Moments()
+    for part in x.float().split(1000):
+        stream.update(part)
+    mean, var, s2 = stream.result()
+    exact = x.float().double()  # the float32 values the stream saw
+    assert mean == pytest.approx(exact.mean().item(), rel=1e-9)
+    assert var == pytest.approx(exact.var(unbiased=False).item(), rel=1e-4)
+    assert s2 == pytest.approx(exact.square().mean().item(), rel=1e-9)

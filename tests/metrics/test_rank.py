@@ -59,3 +59,17 @@ def test_tokens_use_the_last_dim_as_channels():
     stream = ChannelCovariance()
     stream.update(tokens)
     assert stream.result()["nrank"] == 3
+
+
+@pytest.mark.parametrize("mean_to_std", [100.0, 1000.0])
+def test_a_rank_one_feature_with_channel_means_far_above_its_spread_has_nrank_one(mean_to_std):
+    """Trained nets carry channel means near 1000: the covariance must not cancel away in float32."""
+    v = torch.randn(32)
+    rows = torch.randn(4096, 1) * v + mean_to_std * v.abs()  # each channel: mean `mean_to_std` times its std
+    stream = ChannelCovariance()
+    for part in as_feature_map(rows, 16).split(4):
+        stream.update(part)
+    result = stream.result()
+    assert result["nrank"] == 1 and result["erank"] == pytest.approx(1, abs=1e-3)
+    expected = torch.outer(v, v).double()
+    assert torch.allclose(stream.covariance(), expected, rtol=0.1, atol=1e-3 * expected.abs().max().item())

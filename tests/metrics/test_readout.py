@@ -60,3 +60,19 @@ def test_vectors_are_one_pixel_maps_and_tokens_have_no_readout():
     assert readout.weights is None and readout.reconstruct(torch.randn(2, 5, 4), (8, 8)) is None
     with pytest.raises(InvalidArgumentError, match="same samples"):
         reconstruction_r2(torch.randn(4, 2, 8, 8), images)
+
+
+def test_channel_means_far_above_the_spread_leave_the_read_out_as_it_is():
+    """The same features with channel offsets 1000 times their spread (as trained nets carry): the intercept absorbs
+    any offset, so R^2 and the reconstructed images stay those of the centred features."""
+    images = torch.rand(32, 3, 16, 16)
+    mixed = torch.einsum("dk,bkhw->bdhw", torch.randn(8, 3), images)
+    features = torch.cat([mixed, torch.randn(32, 24, 16, 16)], dim=1)
+    offset = 1000 * features.std((0, 2, 3))[None, :, None, None]
+    readouts = [LinearReadout(penalties=(1e-3,)) for _ in range(2)]
+    for readout, feats in zip(readouts, (features, features + offset), strict=True):
+        for part in range(0, 32, 8):
+            readout.update(feats[part:part + 8], images[part:part + 8], torch.arange(part, part + 8))
+    assert readouts[1].r2() > 0.999 and readouts[1].r2() == pytest.approx(readouts[0].r2(), abs=1e-4)
+    shown = [r.reconstruct(f[:4], (16, 16)) for r, f in zip(readouts, (features, features + offset), strict=True)]
+    assert torch.allclose(*shown, atol=1e-3)
