@@ -18,18 +18,22 @@ import math
 import os
 import shutil
 import urllib.error
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from ._io import atomic_write
 from .errors import DissipateError, InvalidArgumentError
 
 DATASETS = ("synthetic", "cifar10", "cifar100", "fashion-mnist", "folder:PATH", "imagenet:PATH")
+MAX_IMAGE_SIZE = 1024  # a larger --image-size is a typo far more often than a wish (and would not fit in memory)
+MAX_SYNTHETIC_IMAGES = 100_000  # drawn one at a time, on the CPU: more would take hours
+FOLDER_TEST_EVERY = 10  # folder:PATH holds one split; every tenth image (in ImageFolder's order) is held out
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist package
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -183,10 +187,17 @@ def load_data(spec: str, *, train: bool = False, image_size: int | None = None, 
     root_dir = data_dir(root)
     download = downloads_allowed() if download is None else download
     name, _, path = spec.partition(":")
+    if image_size is not None and not 1 <= image_size <= MAX_IMAGE_SIZE:
+        raise InvalidArgumentError(f"image size must be between 1 and {MAX_IMAGE_SIZE} pixels, got {image_size}")
     if name == "synthetic":
+        if path:
+            raise InvalidArgumentError(f"synthetic takes no ':' suffix, got {spec!r}")
+        if not 1 <= length <= MAX_SYNTHETIC_IMAGES:
+            raise InvalidArgumentError(f"synthetic makes between 1 and {MAX_SYNTHETIC_IMAGES} images, asked for "
+                                       f"{length}")
         size, chans = image_size or 32, in_chans or 3
         mean, std = (0.5,) * chans, (0.25,) * chans
-        return ImageData(spec, DeadLeaves(length, size, chans, seed, train=train), 10, chans, size, mean, std)
+        return ImageData(name, DeadLeaves(length, size, chans, seed, train=train), 10, chans, size, mean, std)
     if name in ("cifar10", "cifar100"):
         datasets = _torchvision().datasets
         cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
@@ -210,7 +221,9 @@ def load_data(spec: str, *, train: bool = False, image_size: int | None = None, 
 
 def _image_folder(name: str, path: Path, train: bool, image_size: int) -> ImageData:
     """ImageFolder over `path` (for imagenet: its train/ or val/ split), resized and centre-cropped to
-    `image_size` as ImageNet evaluation does (shorter side to 8/7 of the crop)."""
+    `image_size` as ImageNet evaluation does (shorter side to 8/7 of the crop). A plain folder holds one split: its
+    test split is every FOLDER_TEST_EVERY-th image in ImageFolder's order (by class, then file name), its training
+    split the others, so that a net is never scored on the images it trained on."""
     if name == "imagenet":
         path = path / ("train" if train else "val")
     if not path.is_dir():
@@ -220,7 +233,48 @@ def _image_folder(name: str, path: Path, train: bool, image_size: int) -> ImageD
     transform = v2.Compose([v2.ToImage(), v2.Resize(image_size * 8 // 7, antialias=True), v2.CenterCrop(image_size),
                             v2.ToDtype(torch.float32, scale=True)])
     try:
-        dataset = torchvision.datasets.ImageFolder(str(path), transform=transform)
+        dataset = torchvision.datasets.ImageFolder(str(path), transform=transform, loader=read_image)
     except (FileNotFoundError, OSError) as error:
         raise DatasetNotFoundError(f"{name}: {path} holds no images in class subdirectories ({error})") from None
+    if name == "folder":
+        dataset = FolderSplit(dataset, [i for i in range(len(dataset)) if (i % FOLDER_TEST_EVERY == 0) != train])
+        if not len(dataset):
+            raise DatasetNotFoundError(f"folder: {path} has too few images for a training split (every "
+                                       f"{FOLDER_TEST_EVERY}th image is held out for testing)")
     return ImageData(f"{name}:{path}", dataset, len(dataset.classes), 3, image_size, IMAGENET_MEAN, IMAGENET_STD)
+
+
+class FolderSplit(Subset):
+    """Some of an ImageFolder's images, with the `targets` and `classes` that the loaders read."""
+
+    def __init__(self, dataset, indices: list[int]):
+        super().__init__(dataset, indices)
+        self.classes = dataset.classes
+        self.targets = [dataset.targets[i] for i in indices]
+
+
+def read_image(path: str):
+    """The RGB image at `path` (PIL), or InvalidArgumentError naming the file when it is corrupt, truncated or a
+    decompression bomb (more than PIL's MAX_IMAGE_PIXELS)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        raise InvalidArgumentError(f"{path} is not a readable image ({reason})") from None
+
+
+def loader_batches(loader: DataLoader) -> Iterator:
+    """The batches of `loader`, where a worker's DissipateError keeps its one sentence: torch re-raises a worker's
+    error with the worker's traceback in its message, which this strips."""
+    try:
+        yield from loader
+    except DissipateError as error:
+        lines = str(error).strip().splitlines()
+        if len(lines) > 1 and lines[0].startswith("Caught "):
+            raise type(error)(lines[-1].partition(": ")[2] or lines[-1]) from None
+        raise

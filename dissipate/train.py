@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader
 
 from ._io import atomic_write, writable_directory
 from .checkpoint import read_checkpoint, save_checkpoint
-from .data import DeadLeaves, ImageData, load_data, seeded_choice
+from .data import DeadLeaves, ImageData, load_data, loader_batches, seeded_choice
 from .errors import CheckpointError, InvalidArgumentError, OutOfMemory, TrainingDiverged
 from .models import create_model
 from .probe import Progress, check_device, no_progress, resolve_device
@@ -132,7 +132,7 @@ class Split:
                                                                                          self.indices)
         loader = DataLoader(dataset, batch_sampler=positions, num_workers=workers,
                             pin_memory=self.labels.device.type == "cuda", persistent_workers=False)
-        for images, labels in loader:
+        for images, labels in loader_batches(loader):
             yield (images.to(self.labels.device, non_blocking=True),
                    labels.to(self.labels.device, non_blocking=True))
 

@@ -1,6 +1,8 @@
 import gzip
 import pickle
+import re
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ import torch
 from PIL import Image
 
 from dissipate import data as data_module
-from dissipate.data import DatasetNotFoundError, DeadLeaves, data_dir, load_data
+from dissipate.data import DatasetNotFoundError, DeadLeaves, data_dir, load_data, loader_batches, read_image
 from dissipate.errors import InvalidArgumentError
 
 
@@ -119,9 +121,67 @@ def test_image_folders(tmp_path, kind):
         (root / cls).mkdir(parents=True)
         for i in range(3):
             Image.fromarray(np.full((40, 30, 3), 60 * i, dtype=np.uint8)).save(root / cls / f"{i}.png")
-    source = load_data(f"{kind}:{tmp_path}", image_size=24)
-    assert (len(source.dataset), source.num_classes, source.image_size) == (6, 2, 24)
+    source = load_data(f"{kind}:{tmp_path}", image_size=24, train=kind == "folder")  # folder: all but the first
+    assert (len(source.dataset), source.num_classes, source.image_size) == (5 if kind == "folder" else 6, 2, 24)
     assert source.dataset[4][0].shape == (3, 24, 24) and source.dataset[4][1] == 1
+
+
+def test_a_plain_folder_holds_out_every_tenth_image_as_its_test_split(tmp_path):
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(12):
+            Image.fromarray(np.full((8, 8, 3), 10 * i, dtype=np.uint8)).save(tmp_path / cls / f"{i:02d}.png")
+    test, train = (load_data(f"folder:{tmp_path}", train=split, image_size=8).dataset for split in (False, True))
+    assert (len(test), len(train)) == (3, 21) and test.classes == train.classes == ["cat", "dog"]
+    files = [Path(test.dataset.samples[i][0]).relative_to(tmp_path).as_posix() for i in test.indices]
+    assert files == ["cat/00.png", "cat/10.png", "dog/08.png"]  # in ImageFolder's order: indices 0, 10 and 20
+    assert test.targets == [0, 0, 1] and set(test.indices).isdisjoint(train.indices)
+
+
+@pytest.mark.parametrize("content, reason", [(b"\x89PNG\r\n\x1a\n garbage", "Truncated File Read"),
+                                              (None, "image file is truncated"), (b"", "cannot identify image file")])
+def test_a_corrupt_image_in_a_folder_is_named(tmp_path, content, reason):
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            Image.fromarray(np.full((16, 16, 3), 40 * i, dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
+    bad = tmp_path / "dog" / "1.png"
+    bad.write_bytes(bad.read_bytes()[:60] if content is None else content)
+    source = load_data(f"folder:{tmp_path}", train=True, image_size=8)
+    with pytest.raises(InvalidArgumentError, match=rf"{bad} is not a readable image \(.*{reason}"):
+        [source.dataset[i] for i in range(len(source.dataset))]
+
+
+def test_a_decompression_bomb_is_refused_unopened(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # the real limit is 89M pixels; the mechanism is PIL's
+    (tmp_path / "cat").mkdir()
+    Image.fromarray(np.zeros((64, 64, 3), dtype=np.uint8)).save(tmp_path / "cat" / "bomb.png")
+    with pytest.raises(InvalidArgumentError, match=r"bomb\.png is not a readable image \(.*exceeds limit"):
+        read_image(str(tmp_path / "cat" / "bomb.png"))
+
+
+def test_a_worker_error_keeps_its_one_sentence():
+    class Broken(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            raise InvalidArgumentError("/data/x.png is not a readable image (truncated)")
+
+    loader = torch.utils.data.DataLoader(Broken(), batch_size=2, num_workers=1)
+    with pytest.raises(InvalidArgumentError) as error:
+        list(loader_batches(loader))
+    assert str(error.value) == "/data/x.png is not a readable image (truncated)"
+
+
+@pytest.mark.parametrize("spec, options, message", [
+    ("synthetic:foo", {}, "synthetic takes no ':' suffix, got 'synthetic:foo'"),
+    ("synthetic", {"image_size": 0}, "image size must be between 1 and 1024 pixels, got 0"),
+    ("synthetic", {"image_size": 100_000}, "image size must be between 1 and 1024 pixels, got 100000"),
+    ("synthetic", {"length": 10 ** 9}, "synthetic makes between 1 and 100000 images, asked for 1000000000")])
+def test_synthetic_data_out_of_range_is_one_sentence(spec, options, message):
+    with pytest.raises(InvalidArgumentError, match=re.escape(message)):
+        load_data(spec, **options)
 
 
 def test_a_missing_dataset_names_itself_the_directory_and_the_fix(tmp_path):
