@@ -25,6 +25,13 @@ FORMAT = "dissipate"
 VERSION = 1
 REQUIRED_KEYS = ("model", "model_kwargs", "state_dict", "num_classes", "in_chans")
 MAX_KEYS_SHOWN = 5
+MAX_CLASSES, MAX_CHANNELS = 1_000_000, 1024  # beyond any real classifier or image: a damaged or hostile header
+HEADER_CHECKS = {  # what each header value must be, before a model is built from it
+    "model": lambda v: isinstance(v, str) and 0 < len(v) < 100,
+    "model_kwargs": lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v),
+    "num_classes": lambda v: type(v) is int and 1 <= v <= MAX_CLASSES,
+    "in_chans": lambda v: type(v) is int and 1 <= v <= MAX_CHANNELS,
+}
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, dataset: str | None = None,
@@ -57,6 +64,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         missing = [key for key in REQUIRED_KEYS if key not in content]
         if missing:
             raise CheckpointError(f"{path} is a damaged dissipate checkpoint: it lacks {', '.join(missing)}")
+        wrong = [f"{key} {content[key]!r}" for key, valid in HEADER_CHECKS.items() if not valid(content[key])]
+        if wrong or not _is_state_dict(content["state_dict"]):
+            what = ", ".join(wrong) if wrong else "a state_dict that is not a dict of named tensors"
+            raise CheckpointError(f"{path} is a damaged dissipate checkpoint: it has {what[:200]}")
         return content
     if _is_state_dict(content):
         return {"format": None, "state_dict": content}
@@ -102,13 +113,21 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], so
     unexpected = [key for key in state_dict if key not in expected]
     misshapen = [f"{key} {tuple(state_dict[key].shape)} vs {tuple(value.shape)}" for key, value in expected.items()
                  if key in state_dict and state_dict[key].shape != value.shape]
+    mistyped = [f"{key} {state_dict[key].dtype} vs {value.dtype}" for key, value in expected.items()
+                if key in state_dict and _kind(state_dict[key]) != _kind(value)]
     problems = [f"{label} {_first(keys)}" for label, keys in
                 (("missing keys", missing), ("unexpected keys", unexpected),
-                 ("shape mismatches (checkpoint vs model)", misshapen)) if keys]
+                 ("shape mismatches (checkpoint vs model)", misshapen),
+                 ("dtype mismatches (checkpoint vs model)", mistyped)) if keys]
     if problems:
         name = getattr(getattr(model, "spec", None), "name", type(model).__name__)
         raise CheckpointError(f"{source} does not fit model {name!r}: {'; '.join(problems)}")
     model.load_state_dict(state_dict)
+
+
+def _kind(tensor: torch.Tensor) -> str:
+    """complex, floating or integer: a load between kinds would cast silently (and drop imaginary parts)."""
+    return "complex" if tensor.is_complex() else "floating" if tensor.is_floating_point() else "integer"
 
 
 def _first(keys: list[str]) -> str:

@@ -9,7 +9,9 @@ import contextlib
 import enum
 import math
 import os
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Callable, ContextManager, Iterable, List, Optional, TypeVar
@@ -340,14 +342,27 @@ def figures(
             typer.echo(f"      {line}")
 
 
+class Interrupted(BaseException):
+    """Ctrl-C, raised past typer, which turns a KeyboardInterrupt into a silent exit 130."""
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise Interrupted
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `dissipate` script: run a command, turning a DissipateError into one line and an exit code."""
+    in_main_thread = threading.current_thread() is threading.main_thread()  # only there can signals be handled
+    previous = signal.signal(signal.SIGINT, _interrupt) if in_main_thread else None
     try:
         app(args=argv, prog_name="dissipate")
     except DissipateError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(error.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         typer.echo("interrupted; files already written are complete (a training run resumes with --resume)",
                    err=True)
         sys.exit(130)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)

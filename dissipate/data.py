@@ -105,9 +105,10 @@ class DeadLeaves(Dataset):
         self.length, self.image_size, self.in_chans = length, image_size, in_chans
         self.seed, self.num_classes = seed, num_classes
         self.split = 1 if train else 0  # last in each image's key: numpy keys [a, b] and [a, b, 0] are the same
-        self.r_min, self.r_max = max(1.0, image_size / 32), image_size / 2
-        mean_r2 = 2 * self.r_min ** 2 * self.r_max ** 2 * math.log(self.r_max / self.r_min) / (
-            self.r_max ** 2 - self.r_min ** 2)  # E[r^2] under the r^-3 density
+        self.r_min = max(1.0, image_size / 32)
+        self.r_max = max(self.r_min, image_size / 2)  # images of 2 px or less: one radius
+        mean_r2 = self.r_min ** 2 if self.r_max == self.r_min else 2 * self.r_min ** 2 * self.r_max ** 2 * math.log(
+            self.r_max / self.r_min) / (self.r_max ** 2 - self.r_min ** 2)  # E[r^2] under the r^-3 density
         self.num_discs = math.ceil(4 * image_size ** 2 / (math.pi * mean_r2))  # covers all but ~e^-4 of the image
         palette = np.random.default_rng([seed, 2 ** 31]).uniform(0.1, 0.9, size=(num_classes, in_chans))
         self.palette = palette.astype(np.float32)

@@ -38,9 +38,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ._io import atomic_write, writable_directory
-from .checkpoint import read_checkpoint, save_checkpoint
+from .checkpoint import load_state_dict, read_checkpoint, save_checkpoint
 from .data import DeadLeaves, ImageData, load_data, loader_batches, seeded_choice
-from .errors import CheckpointError, InvalidArgumentError, OutOfMemory, TrainingDiverged
+from .errors import CheckpointError, DissipateError, InvalidArgumentError, OutOfMemory, TrainingDiverged
 from .models import create_model
 from .probe import Progress, check_device, no_progress, resolve_device
 
@@ -311,7 +311,33 @@ def read_resume_point(out: Path) -> dict:
     if saved["format"] is None or "optimizer" not in saved or "train_config" not in saved:
         raise CheckpointError(f"--resume: {path} is not a training checkpoint of dissipate (it has no optimizer "
                               "state or training config)")
+    damaged = _damage(saved)
+    if damaged:
+        raise CheckpointError(f"--resume: {path} is damaged: {damaged}; start the run again with --overwrite")
     return saved
+
+
+def _damage(saved: dict) -> str | None:
+    """What is wrong with a training checkpoint's config, history and optimizer state, or None."""
+    config, history, optimizer = saved["train_config"], saved.get("history"), saved["optimizer"]
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    if not isinstance(config, dict) or not set(config) <= fields or "model" not in config:
+        return "its training config is not a dict of TrainConfig's fields"
+    try:
+        TrainConfig(**config)
+    except (DissipateError, TypeError, ValueError) as error:
+        return f"its training config does not hold ({str(error).splitlines()[0] if str(error) else error!r})"
+    if config["model"] != saved["model"]:
+        return f"its training config names model {config['model']!r}, its weights {saved['model']!r}"
+    rows_ok = isinstance(history, list) and all(
+        isinstance(row, dict) and set(LOG_COLUMNS) <= set(row) and row["epoch"] == epoch
+        and all(isinstance(row[k], (int, float)) for k in LOG_COLUMNS) for epoch, row in enumerate(history, 1))
+    if not rows_ok or len(history) != saved["epoch"]:
+        return f"its history is not the log of epochs 1 to {saved['epoch']}"
+    if not (isinstance(optimizer, dict) and isinstance(optimizer.get("state"), dict)
+            and isinstance(optimizer.get("param_groups"), list)):
+        return "its optimizer state is not SGD's"
+    return None
 
 
 EpochCallback = Callable[[dict], None]
@@ -415,8 +441,18 @@ def _run(config: TrainConfig, out: Path, saved: dict | None, device: torch.devic
                                 nesterov=config.momentum > 0, weight_decay=config.wd)
     history: list[dict] = []
     if saved is not None:
-        model.load_state_dict(saved["state_dict"])
-        optimizer.load_state_dict(saved["optimizer"])
+        load_state_dict(model, saved["state_dict"], source=str(out / "latest.pt"))
+        try:
+            optimizer.load_state_dict(saved["optimizer"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise CheckpointError(f"--resume: {out / 'latest.pt'} holds an optimizer state that does not fit "
+                                  f"{config.model} ({str(error).splitlines()[0][:120]})") from None
+        buffers = [(p, optimizer.state[p].get("momentum_buffer")) for p in model.parameters()]
+        misfits = [i for i, (p, buffer) in enumerate(buffers)
+                   if buffer is not None and (not isinstance(buffer, torch.Tensor) or buffer.shape != p.shape)]
+        if misfits:
+            raise CheckpointError(f"--resume: {out / 'latest.pt'} holds momentum buffers that do not fit "
+                                  f"{config.model}'s parameters (parameter {misfits[0]} and {len(misfits) - 1} more)")
         history = list(saved["history"])
     compiled = torch.compile(model) if config.compile else model
     net = compiled  # what trains: under torchrun, wrapped to average the gradients over the ranks

@@ -128,3 +128,16 @@ def test_inputs_have_a_positive_mean_and_images_need_a_square_width():
         assert x.shape == (64, 256) and x.mean() > 0 and np.isfinite(x.numpy()).all()
     with pytest.raises(InvalidArgumentError, match="square width"):
         theory.draw_inputs("images", 4, 200, generator)
+
+
+def test_a_plain_layer_survives_at_half_the_rate_of_nonzero_inputs():
+    """At width 4 a ReLU'd Gaussian input is all zero with probability 1/16, and then z = W x = 0 does not survive:
+    the surviving fraction is 1/2 P(x != 0), about 0.47, not 1/2 (4000 samples: 1/2 is 4 standard errors off)."""
+    frame = monte_carlo(MonteCarloConfig(kinds=("plain",), widths=(4,), inputs=("relu-gaussian",), depth=1,
+                                         samples=4000))
+    assert frame["surv_meas"].iloc[0] == pytest.approx(15 / 32, abs=0.02) and frame["holds"].all()
+
+
+def test_monte_carlo_widths_below_four_are_refused():
+    with pytest.raises(InvalidArgumentError, match="widths must be at least 4"):
+        MonteCarloConfig(widths=(1,))
