@@ -229,17 +229,25 @@ def bound_check(
         out.parent.mkdir(parents=True, exist_ok=True)
         plot_bound_check(frame, out, title)
 
-    shown = frame[list(checks.COLUMNS)] if fmt is OutputFormat.table else frame
+    shown = frame
+    if fmt is OutputFormat.table:
+        shown = frame[list(checks.COLUMNS)].assign(holds=checks.verdicts(frame).astype(object).fillna("n/a"))
     emit(shown, fmt, {c: _number for c in shown.columns if shown[c].dtype.kind == "f"})
     failed, found = checks.failures(frame), checks.findings(frame)
+    def measured(row) -> str:
+        return (f"surviving {row.surv_meas:.3f}, bound {row.surv_bound:.3f}, mean {row.mu_meas:.4g} vs "
+                f"{row.mu_pred:.4g} predicted, variance {row.var_meas:.4g} vs {row.var_pred:.4g}")
+
     for row in found.itertuples():
-        typer.echo(f"finding: at {row.site} the surviving fraction {row.surv_meas:.3f} is below the bound "
-                   f"{row.surv_bound:.3f} (the trained network no longer meets the theorem's assumptions)", err=True)
+        typer.echo(f"finding: at {row.site} {measured(row)} (the trained network no longer meets the theorems' "
+                   "assumptions)", err=True)
     for row in failed.itertuples():
-        typer.echo(f"FAILED: {row.model} {row.site} ({row.level}): surviving {row.surv_meas:.3f}, bound "
-                   f"{row.surv_bound:.3f}, mean {row.mu_meas:.4g} vs {row.mu_pred:.4g} predicted, variance "
-                   f"{row.var_meas:.4g} vs {row.var_pred:.4g}", err=True)
-    must_hold, trained = frame["level"].isin(checks.MUST_HOLD).sum(), (frame["level"] == "trained").sum()
+        typer.echo(f"FAILED: {row.model} {row.site} ({row.level}): {measured(row)}", err=True)
+    predicted = frame[~frame.index.isin(checks.unpredicted(frame).index)]
+    must_hold, trained = predicted["level"].isin(checks.MUST_HOLD).sum(), (predicted["level"] == "trained").sum()
+    if len(predicted) < len(frame):
+        typer.echo(f"{len(frame) - len(predicted)} sites have no prediction (their blocks declare no parts, as a "
+                   "plain layer's do)", err=True)
     if must_hold:
         typer.echo(f"{len(failed)} of {must_hold} bounds that must hold do not" if len(failed) else
                    f"all {must_hold} bounds that must hold hold", err=True)

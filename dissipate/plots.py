@@ -79,7 +79,7 @@ def plot_bound_check(frame: pd.DataFrame, path: str | os.PathLike, title: str | 
                              label=f"measured ({kind})", zorder=2)
         axis.scatter(position, group["surv_bound"].to_numpy(), marker="_", s=90, color="black",
                      label="Theorem 3.3 bound", zorder=3)
-        failed = ~group["holds"].astype(bool).to_numpy()
+        failed = group["holds"].astype("boolean").eq(False).fillna(False).to_numpy(dtype=bool)  # NA: no prediction
         if failed.any():
             axis.scatter(position[failed], group["surv_meas"].to_numpy()[failed], s=90, facecolors="none",
                          edgecolors="crimson", label="below the bound", zorder=4)

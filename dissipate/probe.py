@@ -11,7 +11,7 @@ first (site, depth, kind, module, channels), then the metric columns of DESIGN.m
 - recon (linear read-out of the image from the post-activation): recon_r2
 - ssim, dists (between the image and that read-out): ssim_input; dists_input, dists_noise
 - theory: mu_pred, var_pred (Theorem 3.2: the sum of the measured moments of the parts the site's block declares,
-  such as the branch and the shortcut; the pre-activation's own where it declares none), surv_bound (Theorem 3.3)
+  such as the branch and the shortcut; NaN, no prediction, where it declares none), surv_bound (Theorem 3.3)
 
 Metrics that need the read-out's images (ssim, dists) take a second pass over the scoring half, once the read-out
 is fit. Everything else is computed in one pass and kept as per-channel statistics.
@@ -91,6 +91,8 @@ class ProbeConfig:
             if getattr(self, name) < 1:
                 raise InvalidArgumentError(f"{name} must be at least 1, got {getattr(self, name)}")
         check_device(self.device)
+        if not 0 <= self.seed < 2 ** 63:
+            raise InvalidArgumentError(f"seed must be in [0, 2^63), got {self.seed}")
 
 
 def parse_metrics(names: Iterable[str]) -> list[str]:
@@ -205,9 +207,12 @@ class SiteStats:
         return row
 
     def prediction(self) -> dict[str, float]:
-        """Theorem 3.2's moments from the measured components (independent summands), and Theorem 3.3's bound."""
+        """Theorem 3.2's moments from the measured components (independent summands), and Theorem 3.3's bound; NaN
+        (no prediction) where the site's block declares no parts."""
         parts = [component_moments(c.role, *moments.result(), c.coder_ratio) for c, moments in self.components.items()]
-        predicted = sum_of_components(parts or [MeanVar(*self.pre.result()[:2])])
+        if not parts:
+            return dict.fromkeys(("mu_pred", "var_pred", "surv_bound"), float("nan"))
+        predicted = sum_of_components(parts)
         return {"mu_pred": predicted.mean, "var_pred": predicted.var,
                 "surv_bound": cantelli_bound(predicted.mean, predicted.var)}
 

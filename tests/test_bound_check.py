@@ -2,12 +2,18 @@ import pytest
 import torch
 
 from dissipate import bound_check
-from dissipate.bound_check import COLUMNS, check_monte_carlo, check_network, failures, findings
+from dissipate.bound_check import COLUMNS, check_monte_carlo, check_network, failures, findings, unpredicted, verdicts
 from dissipate.errors import InvalidArgumentError
 from dissipate.models import create_model
 from dissipate.theory import MonteCarloConfig
 
 NETWORK = dict(num_images=128, batch_size=64, device="cpu")
+
+
+def declared_sites(model: torch.nn.Module) -> set[str]:
+    """The sites whose blocks declare the parts they sum: the ones with a prediction."""
+    return {f"{name}.{site}" for name, module in model.named_modules()
+            for site in getattr(module, "site_components", {})}
 
 
 def at_init(name: str):
@@ -19,8 +25,10 @@ def at_init(name: str):
 def test_level_2_every_residual_and_pnnh_bound_holds_at_initialisation(name):
     frame = at_init(name)
     assert list(frame.columns) == list(COLUMNS) and (frame["level"] == "init").all()
+    assert set(frame.loc[verdicts(frame).notna(), "site"]) == declared_sites(create_model(name))
+    frame = frame[verdicts(frame).notna()]
     assert frame["holds"].all() and failures(frame).empty
-    summing = frame[frame["kind"] != "plain"]
+    summing = frame
     assert (summing["surv_meas"] >= summing["surv_bound"]).all()
     # a block whose shortcut keeps the input's positive mean has a real bound, not a trivial 0
     assert (summing["surv_bound"] > 0.1).sum() >= len(summing) // 3
@@ -30,10 +38,11 @@ def test_level_2_every_residual_and_pnnh_bound_holds_at_initialisation(name):
 
 
 @pytest.mark.parametrize("name", ["plain20", "plain56"])
-def test_level_2_plain_sites_have_bound_zero_and_survive_at_one_half(name):
+def test_level_2_plain_sites_have_no_prediction_and_survive_at_one_half(name):
+    """A plain site declares no parts, so there is nothing to predict: no row holds by predicting itself."""
     frame = at_init(name)
-    assert (frame["kind"] == "plain").all() and frame["holds"].all()
-    assert frame["surv_bound"].max() < 1e-4  # a BN output's mean is 0 up to float error, so is the bound
+    assert (frame["kind"] == "plain").all() and verdicts(frame).isna().all() and frame["surv_bound"].isna().all()
+    assert failures(frame).empty and len(unpredicted(frame)) == len(frame)
     assert (frame["surv_meas"] - 0.5).abs().max() < 0.05
 
 
@@ -58,7 +67,10 @@ def test_level_3_a_failed_bound_is_a_finding_not_a_failure():
     found = findings(frame)
     assert len(found) >= 2 and failures(frame).empty
     assert (found["kind"] == "pnnh").all() and found["site"].str.endswith(".act2").all()  # the coder's sites
-    assert (found["margin"] < 0).all() and (found["mu_meas"] < found["mu_pred"] / 10).all()
+    off_variance = ~(found["var_meas"] / found["var_pred"]).between(1 / bound_check.VAR_TOLERANCE,
+                                                                    bound_check.VAR_TOLERANCE)
+    assert ((found["margin"] < 0) | off_variance).all() and (found["margin"] < 0).sum() >= 2
+    assert (found["mu_meas"] < found["mu_pred"] / 10).all()
 
 
 def test_the_level_can_be_named_and_is_checked():
@@ -72,6 +84,20 @@ def test_monte_carlo_rows_lead_with_the_shared_columns():
     frame = check_monte_carlo(MonteCarloConfig(kinds=("plain",), inputs=("uniform",), depth=1, samples=200))
     assert list(frame.columns[:len(COLUMNS)]) == list(COLUMNS) and {"mu_se", "var_se", "surv_se"} <= set(frame)
     assert frame["holds"].all() and failures(frame).empty and findings(frame).empty
+
+
+def test_a_variance_off_theorem_3_2_fails_level_2(monkeypatch):
+    """Level 2 tests the variance too: a branch whose variance is counted twice leaves every bound standing (it
+    only lowers them) but puts measured / predicted near 0.6, outside VAR_TOLERANCE."""
+    from dissipate import probe as probe_module
+
+    right = probe_module.component_moments
+    monkeypatch.setattr(probe_module, "component_moments", lambda role, mean, var, s2, ratio=1.0: right(
+        role, mean, 2 * var if role == "branch" else var, s2, ratio))
+    frame = at_init("resnet20")
+    failed = failures(frame)
+    assert len(failed) == (frame["kind"] == "residual").sum() and (failed["margin"] >= 0).all()
+    assert (failed["var_meas"] / failed["var_pred"] < 1 / bound_check.VAR_TOLERANCE).all()
 
 
 def test_a_wrong_component_rule_fails_level_2(monkeypatch):

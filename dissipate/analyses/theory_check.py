@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import SymmetricalLogLocator
 
 from ..bound_check import COLUMNS as CHECK_COLUMNS
-from ..bound_check import check_monte_carlo, check_rows
+from ..bound_check import check_monte_carlo, check_rows, verdicts
 from ..plots import FAMILY_COLOURS, FAMILY_LABELS, KIND_FAMILY, caption_line, finish_figure
 from ..theory import MonteCarloConfig
 from ._common import COMPARED, COMPARED_DEPTHS, Context, Variant, family_models
@@ -86,13 +86,14 @@ def draw(frame: pd.DataFrame) -> Figure:
             low, high = np.nanmin(rows[[x, y]].to_numpy()), np.nanmax(rows[[x, y]].to_numpy())
             axis.plot([low, high], [low, high], color="black", linewidth=0.8, label="measured = predicted")
             axis.grid(alpha=0.3)
-        failed = rows[~rows["holds"].astype(bool)]
+        verdict = verdicts(rows)
+        failed = rows[verdict.eq(False).fillna(False).astype(bool)]
         if len(failed):
             survival.scatter(failed["surv_bound"], failed["surv_meas"], s=70, facecolors="none", edgecolors="crimson",
                              label=f"below the bound ({len(failed)})")
         survival.set_xlabel("Theorem 3.3 bound (fraction of units)")
         survival.set_ylabel("measured surviving (fraction of units)")
-        survival.set_title(f"{LEVEL_TITLES[level]}: {int(rows['holds'].astype(bool).sum())} of {len(rows)} hold "
+        survival.set_title(f"{LEVEL_TITLES[level]}: {int(verdict.sum())} of {int(verdict.notna().sum())} hold "
                            "(on or above the line)", fontsize=9)
         if rows[["mu_pred", "mu_meas"]].abs().max().max() > 100:  # a trained net whose activations blew up
             mean.set_xscale("symlog", linthresh=1)
@@ -118,6 +119,7 @@ def headline(frame: pd.DataFrame) -> list[str]:
     lines = []
     for level, rows in frame.groupby("level", sort=False):
         ratio = rows["var_meas"] / rows["var_pred"]
-        lines.append(f"{level}: {int(rows['holds'].astype(bool).sum())} of {len(rows)} bounds hold; smallest margin "
+        verdict = verdicts(rows)
+        lines.append(f"{level}: {int(verdict.sum())} of {int(verdict.notna().sum())} bounds hold; smallest margin "
                      f"{rows['margin'].min():.3f}; measured/predicted variance {ratio.min():.2f} to {ratio.max():.2f}")
     return lines

@@ -1,0 +1,159 @@
+"""Hostile and broken input, as a careful tester feeds it: each gets one sentence naming the culprit and exit code 2,
+never a traceback, and nothing already written is lost."""
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dissipate.checkpoint import load_model, read_checkpoint, save_checkpoint
+from dissipate.errors import CheckpointError
+from dissipate.models import create_model
+from dissipate.train import TrainConfig, train
+from tests.helpers import run_cli
+from tests.test_train import TINY
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert all(fragment in lines[0] for fragment in fragments), (fragments, err)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A dissipate checkpoint of resnet20, as a dict to damage."""
+    path = save_checkpoint(tmp_path_factory.mktemp("ckpt") / "resnet20.pt", create_model("resnet20"))
+    return read_checkpoint(path)
+
+
+@pytest.mark.parametrize("key, value, named", [
+    ("model", 12, "model 12"), ("num_classes", 10 ** 12, "num_classes 1000000000000"),
+    ("in_chans", -1, "in_chans -1"), ("model_kwargs", [1], "model_kwargs [1]"),
+    ("num_classes", 10.0, "num_classes 10.0"), ("state_dict", {"w": 3}, "a state_dict that is not")])
+def test_a_checkpoint_header_of_the_wrong_type_or_size_is_named(tmp_path, capsys, checkpoint, key, value, named):
+    path = tmp_path / "hostile.pt"
+    torch.save({**checkpoint, key: value}, path)
+    with pytest.raises(CheckpointError, match="damaged dissipate checkpoint: it has"):
+        read_checkpoint(path)
+    code, _, err = run_cli(capsys, "probe", "--checkpoint", str(path), "--num-images", "8", "--out", str(tmp_path))
+    assert_one_line_error(code, err, str(path), named)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.complex64])
+def test_weights_of_another_kind_of_dtype_are_refused_not_cast(tmp_path, checkpoint, dtype):
+    state = dict(checkpoint["state_dict"])
+    state["conv1.weight"] = state["conv1.weight"].to(dtype)
+    path = tmp_path / "cast.pt"
+    torch.save({**checkpoint, "state_dict": state}, path)
+    with pytest.raises(CheckpointError, match=rf"dtype mismatches \(checkpoint vs model\) conv1.weight "
+                                              rf"{dtype} vs torch.float32"):
+        load_model(path)
+
+
+def damage(path, change) -> None:
+    saved = torch.load(path, weights_only=True)
+    change(saved)
+    torch.save(saved, path)
+
+
+def _set(mapping: dict, key, value) -> None:
+    mapping[key] = value
+
+
+DAMAGES = {
+    "a misshapen weight": (lambda c: _set(c["state_dict"], "fc.weight", torch.zeros(3, 3)),
+                           "shape mismatches (checkpoint vs model) fc.weight (3, 3) vs (10, 64)"),
+    "a missing weight": (lambda c: c["state_dict"].pop("conv1.weight"), "missing keys conv1.weight"),
+    "a config with unknown fields": (lambda c: _set(c["train_config"], "bogus", 1), "training config is not a dict"),
+    "a config of the wrong types": (lambda c: _set(c["train_config"], "lr", "fast"), "training config does not hold"),
+    "a history that skips": (lambda c: _set(c, "history", [{"epoch": "x"}]), "history is not the log of epochs 1"),
+    "an optimizer state of another kind": (lambda c: _set(c, "optimizer", {"state": 5}),
+                                           "optimizer state is not SGD's"),
+    "momentum buffers of other shapes": (lambda c: _set(c["optimizer"]["state"][0], "momentum_buffer",
+                                                        torch.zeros(2)), "momentum buffers that do not fit"),
+}
+
+
+@pytest.mark.parametrize("what", list(DAMAGES))
+def test_resuming_from_a_damaged_training_checkpoint_is_one_sentence(tmp_path, capsys, what):
+    change, message = DAMAGES[what]
+    train(TrainConfig(**TINY, epochs=2), tmp_path, stop_after=1)
+    damage(tmp_path / "latest.pt", change)
+    before = (tmp_path / "best.pt").read_bytes()
+    code, _, err = run_cli(capsys, "train", "--resume", "--out", str(tmp_path), "--device", "cpu")
+    assert_one_line_error(code, err, message)
+    assert (tmp_path / "best.pt").read_bytes() == before
+
+
+def write_folder(root, bad: bytes) -> None:
+    for cls in ("cat", "dog"):
+        (root / cls).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(np.full((16, 16, 3), 20 * i, dtype=np.uint8)).save(root / cls / f"{i:02d}.png")
+    (root / "dog" / "05.png").write_bytes(bad)
+
+
+def test_a_corrupt_image_stops_probe_and_train_with_its_name(tmp_path, capsys):
+    write_folder(tmp_path / "images", b"\x89PNG\r\n\x1a\n not an image")
+    bad = tmp_path / "images" / "dog" / "05.png"
+    code, _, err = run_cli(capsys, "train", "--model", "resnet20", "--data", f"folder:{tmp_path / 'images'}",
+                           "--image-size", "16", "--epochs", "1", "--batch-size", "4", "--workers", "1",
+                           "--device", "cpu", "--out", str(tmp_path / "run"))
+    assert_one_line_error(code, err, f"{bad} is not a readable image")
+    (tmp_path / "images" / "cat" / "00.png").write_bytes(b"")  # in the test split, which the probe reads
+    code, _, err = run_cli(capsys, "probe", "--model", "resnet20", "--data", f"folder:{tmp_path / 'images'}",
+                           "--image-size", "16", "--num-images", "3", "--out", str(tmp_path / "probe"))
+    assert_one_line_error(code, err, f"{tmp_path / 'images' / 'cat' / '00.png'} is not a readable image")
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["probe", "--model", "plain20", "--image-size", "0"], ["image size must be between 1 and 1024", "got 0"]),
+    (["probe", "--model", "plain20", "--image-size", "100000"], ["image size must be between 1 and 1024"]),
+    (["probe", "--model", "plain20", "--data", "synthetic:foo"], ["synthetic takes no ':' suffix"]),
+    (["probe", "--model", "plain20", "--num-images", "1000000000"], ["synthetic makes between 1 and 100000"]),
+    (["probe", "--model", "plain20", "--device", "gpu"], ["unknown device 'gpu'"]),
+    (["train", "--model", "plain20", "--device", "mps"], ["unknown device 'mps'"]),
+    (["train", "--model", "plain20", "--device", ""], ["unknown device ''"]),
+    (["train", "--model", "plain20", "--seed", "-1"], ["seed must be in [0, 2^63), got -1"]),
+    (["train", "--model", "plain20", "--seed", str(2 ** 70)], ["seed must be in [0, 2^63)"]),
+    (["probe", "--model", "plain20", "--seed", "-5"], ["seed must be in [0, 2^63), got -5"]),
+    (["bound-check", "--width", "1"], ["Monte Carlo widths must be at least 4"]),
+])
+def test_bad_values_on_the_command_line_are_one_sentence(tmp_path, capsys, args, fragments):
+    out = tmp_path / ("out.png" if args[0] == "bound-check" else "out")  # bound-check writes a figure
+    code, _, err = run_cli(capsys, *args, "--out", str(out))
+    assert_one_line_error(code, err, *fragments)
+    assert not out.exists()
+
+
+def test_an_output_that_is_a_file_is_named_before_training(tmp_path, capsys):
+    (tmp_path / "taken").write_text("notes")
+    code, _, err = run_cli(capsys, "train", "--model", "resnet20", "--data", "synthetic", "--device", "cpu",
+                           "--out", str(tmp_path / "taken"))
+    assert_one_line_error(code, err, f"the run directory {tmp_path / 'taken'} is a file, not a directory")
+    assert (tmp_path / "taken").read_text() == "notes"
+
+
+INTERRUPTED = textwrap.dedent("""
+    import os, signal, time
+    from dissipate import bound_check
+    from dissipate.cli import main
+
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends
+        time.sleep(30)
+
+    bound_check.check_monte_carlo = interrupted
+    main(["bound-check"])
+""")
+
+
+def test_ctrl_c_says_what_was_kept_and_exits_130():
+    result = subprocess.run([sys.executable, "-c", INTERRUPTED], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 130 and result.stderr.startswith("interrupted; files already written are complete")
+    assert "Traceback" not in result.stderr
