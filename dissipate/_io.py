@@ -81,9 +81,13 @@ def writable_directory(path: str | os.PathLike, what: str) -> Path:
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as error:
-        reason = "the disk is full" if error.errno == errno.ENOSPC else (error.strerror or str(error)).lower()
-        raise InvalidArgumentError(f"{what} {path} cannot be written: {reason}") from None
+        raise InvalidArgumentError(f"{what} {path} cannot be written: {os_error_reason(error)}") from None
     return path
+
+
+def os_error_reason(error: OSError) -> str:
+    """A few words on why a write failed: "the disk is full", "permission denied", ..."""
+    return "the disk is full" if error.errno == errno.ENOSPC else (error.strerror or str(error)).lower()
 
 
 def load_weights(path: str | os.PathLike, what: str = "weight file") -> Any:

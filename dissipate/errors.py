@@ -30,6 +30,10 @@ class OutOfMemory(DissipateError, MemoryError):
     """A run that does not fit in the device's memory at the settings asked for."""
 
 
+class WriteFailed(DissipateError, OSError):
+    """An output that could not be written (a full disk, a directory made read-only)."""
+
+
 class TrainingDiverged(DissipateError, ArithmeticError):
     """A training loss that became NaN or infinite, in epoch `epoch`."""
 

@@ -20,6 +20,7 @@ import contextlib
 import csv
 import dataclasses
 import fcntl
+import hashlib
 import io
 import math
 import os
@@ -35,12 +36,13 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
-from ._io import atomic_write, writable_directory
+from ._io import atomic_write, os_error_reason, writable_directory
 from .checkpoint import load_state_dict, read_checkpoint, save_checkpoint
 from .data import DeadLeaves, ImageData, load_data, loader_batches, seeded_choice
-from .errors import CheckpointError, DissipateError, InvalidArgumentError, OutOfMemory, TrainingDiverged
+from .errors import (CheckpointError, DissipateError, InvalidArgumentError, OutOfMemory, TrainingDiverged,
+                     WriteFailed)
 from .models import create_model
 from .probe import Progress, check_device, no_progress, resolve_device
 
@@ -92,6 +94,10 @@ class TrainConfig:
             if not valid or (isinstance(value, float) and not math.isfinite(value)):
                 raise InvalidArgumentError(f"{name} must be {rule}, got {value}")
         check_device(self.device)
+        if self.augment and self.image_size is not None and self.image_size < 2 * CROP_PADDING:  # datasets: >= 28 px
+            raise InvalidArgumentError(f"augmentation crops {self.image_size} px images out of a {CROP_PADDING} px "
+                                       f"zero padding, which needs images of at least {2 * CROP_PADDING} px (most "
+                                       "crops would be padding); use --no-augment or a larger --image-size")
 
 
 def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -118,6 +124,20 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def fingerprint(self) -> str:
+        """A hash of what the split holds: its labels, and its images (on the device) or the files a loader reads
+        (class and name). A resume refuses data that changed under the run."""
+        digest = hashlib.sha256(self.labels.cpu().numpy().tobytes())
+        if self.images is not None:
+            digest.update(self.images.cpu().numpy().tobytes())
+        else:
+            dataset = self.data.dataset
+            samples, indices = (dataset.dataset.samples, dataset.indices) if isinstance(dataset, Subset) else \
+                (dataset.samples, range(len(dataset.samples)))
+            for i in indices if self.indices is None else [indices[j] for j in self.indices]:
+                digest.update("/".join(Path(samples[i][0]).parts[-2:]).encode() + b"\0")
+        return digest.hexdigest()[:16]
 
     def batches(self, order: list[torch.Tensor], workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(images as float in [0, 1], labels) on the device for each index batch in `order` (positions in the
@@ -425,6 +445,10 @@ def _run(config: TrainConfig, out: Path, saved: dict | None, device: torch.devic
          progress: Progress | None, on_epoch: EpochCallback | None, stop_after: int | None) -> list[dict]:
     train_split, test_split = load_split(config, True, device), load_split(config, False, device)
     data = train_split.data
+    fingerprint = f"{train_split.fingerprint()}-{test_split.fingerprint()}"
+    if saved is not None and saved.get("data_fingerprint", fingerprint) != fingerprint:
+        raise InvalidArgumentError(f"--resume: the data of {data.name} is not what the run in {out} trained on (its "
+                                   "images or labels changed since); restore that data, or start a new run")
     if config.batch_size > len(train_split):
         raise InvalidArgumentError(f"batch size {config.batch_size} is larger than the {len(train_split)} training "
                                    f"images of {data.name}")
@@ -510,7 +534,12 @@ def _run(config: TrainConfig, out: Path, saved: dict | None, device: torch.devic
                "peak_mem_mb": _peak_memory_mb(device), "epoch_s": elapsed}
         history.append(row)
         if ranks.rank == 0:
-            _save(out, model, optimizer, config, data, history, is_best=test_acc > best)
+            try:
+                _save(out, model, optimizer, config, data, history, is_best=test_acc > best, fingerprint=fingerprint)
+            except OSError as error:
+                kept = f"; {out / 'latest.pt'} holds epoch {epoch - 1}" if epoch > 1 else ""
+                raise WriteFailed(f"writing epoch {epoch} of the run to {out} failed: {os_error_reason(error)}"
+                                  f"{kept}") from None
             if on_epoch is not None:
                 on_epoch(row)
         best = max(best, test_acc)
@@ -546,11 +575,12 @@ def evaluate(net: nn.Module, split: Split, config: TrainConfig, ranks: Distribut
 
 
 def _save(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig, data: ImageData,
-          history: list[dict], is_best: bool) -> None:
+          history: list[dict], is_best: bool, fingerprint: str) -> None:
     """latest.pt (and best.pt), then log.csv, each atomically: a run killed at any point resumes from latest.pt."""
     out.mkdir(parents=True, exist_ok=True)
     row = history[-1]
     for name in ("latest.pt", "best.pt") if is_best else ("latest.pt",):
         save_checkpoint(out / name, model, dataset=data.name, epoch=row["epoch"], metrics=row,
-                        optimizer=optimizer.state_dict(), train_config=dataclasses.asdict(config), history=history)
+                        optimizer=optimizer.state_dict(), train_config=dataclasses.asdict(config), history=history,
+                        data_fingerprint=fingerprint)
     _write_log(out / "log.csv", history)

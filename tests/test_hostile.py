@@ -123,6 +123,8 @@ def test_a_corrupt_image_stops_probe_and_train_with_its_name(tmp_path, capsys):
     (["train", "--model", "plain20", "--seed", str(2 ** 70)], ["seed must be in [0, 2^63)"]),
     (["probe", "--model", "plain20", "--seed", "-5"], ["seed must be in [0, 2^63), got -5"]),
     (["bound-check", "--width", "1"], ["Monte Carlo widths must be at least 4"]),
+    (["train", "--model", "resnet20", "--data", "synthetic", "--image-size", "1", "--subset", "64", "--device", "cpu"],
+     ["augmentation crops 1 px images", "use --no-augment or a larger --image-size"]),
 ])
 def test_bad_values_on_the_command_line_are_one_sentence(tmp_path, capsys, args, fragments):
     out = tmp_path / ("out.png" if args[0] == "bound-check" else "out")  # bound-check writes a figure

@@ -1,3 +1,4 @@
+import errno
 import fcntl
 import json
 import os
@@ -387,3 +388,35 @@ def test_resume_refuses_explicit_options_even_at_their_default_values(tmp_path, 
 def test_bad_devices_and_seeds_are_one_sentence(changes, message):
     with pytest.raises(InvalidArgumentError, match=message):
         TrainConfig(**{**TINY, **changes})
+
+
+def test_a_full_disk_mid_run_is_one_sentence_and_keeps_the_last_epoch(tmp_path, monkeypatch):
+    train(TrainConfig(**TINY, epochs=3), tmp_path, stop_after=1)
+    save = train_module.save_checkpoint
+
+    def full_disk(path, *args, **kwargs):
+        if kwargs["epoch"] == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return save(path, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", full_disk)
+    with pytest.raises(OSError, match=r"writing epoch 2 of the run to .* failed: the disk is full; .*latest\.pt "
+                                      r"holds epoch 1$"):
+        train(TrainConfig(**TINY, epochs=3), tmp_path, resume=True)
+    assert read_checkpoint(tmp_path / "latest.pt")["epoch"] == 1
+
+
+def test_resume_refuses_data_that_changed_under_the_run(tmp_path):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    write_learnable_fashion_mnist(raw, count=64)
+    config = TrainConfig(model="plain20", data="fashion-mnist", data_dir=str(tmp_path), batch_size=32, epochs=3,
+                         device="cpu")
+    train(config, tmp_path / "run", stop_after=1)
+    train(config, tmp_path / "run", resume=True, stop_after=2)  # the same data: it goes on
+    images = raw / "train-images-idx3-ubyte"
+    changed = bytearray(images.read_bytes())
+    changed[-1] ^= 0xFF  # one pixel of the last training image
+    images.write_bytes(bytes(changed))
+    with pytest.raises(InvalidArgumentError, match=r"the data of fashion-mnist is not what the run in .* trained on"):
+        train(config, tmp_path / "run", resume=True)
+    assert read_checkpoint(tmp_path / "run" / "latest.pt")["epoch"] == 2
