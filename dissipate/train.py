@@ -465,18 +465,7 @@ def _run(config: TrainConfig, out: Path, saved: dict | None, device: torch.devic
                                 nesterov=config.momentum > 0, weight_decay=config.wd)
     history: list[dict] = []
     if saved is not None:
-        load_state_dict(model, saved["state_dict"], source=str(out / "latest.pt"))
-        try:
-            optimizer.load_state_dict(saved["optimizer"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as error:
-            raise CheckpointError(f"--resume: {out / 'latest.pt'} holds an optimizer state that does not fit "
-                                  f"{config.model} ({str(error).splitlines()[0][:120]})") from None
-        buffers = [(p, optimizer.state[p].get("momentum_buffer")) for p in model.parameters()]
-        misfits = [i for i, (p, buffer) in enumerate(buffers)
-                   if buffer is not None and (not isinstance(buffer, torch.Tensor) or buffer.shape != p.shape)]
-        if misfits:
-            raise CheckpointError(f"--resume: {out / 'latest.pt'} holds momentum buffers that do not fit "
-                                  f"{config.model}'s parameters (parameter {misfits[0]} and {len(misfits) - 1} more)")
+        _restore(model, optimizer, saved, out / "latest.pt")
         history = list(saved["history"])
     compiled = torch.compile(model) if config.compile else model
     net = compiled  # what trains: under torchrun, wrapped to average the gradients over the ranks
@@ -537,19 +526,38 @@ def _run(config: TrainConfig, out: Path, saved: dict | None, device: torch.devic
             try:
                 _save(out, model, optimizer, config, data, history, is_best=test_acc > best, fingerprint=fingerprint)
             except OSError as error:
-                kept = f"; {out / 'latest.pt'} holds epoch {epoch - 1}" if epoch > 1 else ""
                 raise WriteFailed(f"writing epoch {epoch} of the run to {out} failed: {os_error_reason(error)}"
-                                  f"{kept}") from None
+                                  f"{_kept(out, epoch)}") from None
             if on_epoch is not None:
                 on_epoch(row)
         best = max(best, test_acc)
     return history
 
 
+def _restore(model: nn.Module, optimizer: torch.optim.Optimizer, saved: dict, source: Path) -> None:
+    """Load a training checkpoint's weights and optimizer state, each checked against the model first."""
+    load_state_dict(model, saved["state_dict"], source=str(source))
+    try:
+        optimizer.load_state_dict(saved["optimizer"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"--resume: {source} holds an optimizer state that does not fit {saved['model']} "
+                              f"({str(error).splitlines()[0][:120]})") from None
+    buffers = [(p, optimizer.state[p].get("momentum_buffer")) for p in model.parameters()]
+    misfits = [i for i, (p, buffer) in enumerate(buffers)
+               if buffer is not None and (not isinstance(buffer, torch.Tensor) or buffer.shape != p.shape)]
+    if misfits:
+        raise CheckpointError(f"--resume: {source} holds momentum buffers that do not fit {saved['model']}'s "
+                              f"parameters (parameter {misfits[0]} and {len(misfits) - 1} more)")
+
+
+def _kept(out: Path, epoch: int) -> str:
+    """What a run that stops in `epoch` leaves: the clause that ends its message."""
+    return f"; {out / 'latest.pt'} holds epoch {epoch - 1}" if epoch > 1 else ""
+
+
 def _diverged(config: TrainConfig, out: Path, epoch: int, what: str) -> TrainingDiverged:
-    kept = f"; {out / 'latest.pt'} holds epoch {epoch - 1}" if epoch > 1 else ""
     return TrainingDiverged(f"training diverged in epoch {epoch} ({what} at learning rate {config.lr}); lower --lr "
-                            f"or lengthen --warmup{kept}", epoch)
+                            f"or lengthen --warmup{_kept(out, epoch)}", epoch)
 
 
 def _finite(model: nn.Module) -> bool:
