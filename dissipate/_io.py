@@ -74,9 +74,9 @@ def _running(pid: int) -> bool:
 def writable_directory(path: str | os.PathLike, what: str) -> Path:
     """`path` as a directory that can be written, created if needed; InvalidArgumentError naming it otherwise."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise InvalidArgumentError(f"{what} {path} is a file, not a directory")
     try:
+        if path.exists() and not path.is_dir():
+            raise InvalidArgumentError(f"{what} {path} is a file, not a directory")
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass
@@ -109,4 +109,5 @@ def load_weights(path: str | os.PathLike, what: str = "weight file") -> Any:
         reason = next((line.strip() for line in text.splitlines() if line.strip()
                        and not line.startswith(("Weights only load failed", "Please file an issue", "Check the "))),
                       type(error).__name__)
-        raise CheckpointError(f"{path} is not a readable PyTorch {what} (truncated or corrupt?): {reason[:120]}") from None
+        raise CheckpointError(f"{path} is not a readable PyTorch {what} (truncated or corrupt?): "
+                              f"{reason[:120]}") from None

@@ -11,6 +11,7 @@ A bare state_dict (torchvision's weights, say) is accepted too, together with a 
 from __future__ import annotations
 
 import os
+import reprlib
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -19,13 +20,12 @@ from torch import nn
 
 from ._io import atomic_write, load_weights
 from .errors import CheckpointError, InvalidArgumentError
-from .models import create_model
+from .models import MAX_CHANNELS, MAX_CLASSES, create_model
 
 FORMAT = "dissipate"
 VERSION = 1
 REQUIRED_KEYS = ("model", "model_kwargs", "state_dict", "num_classes", "in_chans")
 MAX_KEYS_SHOWN = 5
-MAX_CLASSES, MAX_CHANNELS = 1_000_000, 1024  # beyond any real classifier or image: a damaged or hostile header
 HEADER_CHECKS = {  # what each header value must be, before a model is built from it
     "model": lambda v: isinstance(v, str) and 0 < len(v) < 100,
     "model_kwargs": lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v),
@@ -64,7 +64,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         missing = [key for key in REQUIRED_KEYS if key not in content]
         if missing:
             raise CheckpointError(f"{path} is a damaged dissipate checkpoint: it lacks {', '.join(missing)}")
-        wrong = [f"{key} {content[key]!r}" for key, valid in HEADER_CHECKS.items() if not valid(content[key])]
+        wrong = [f"{key} {reprlib.repr(content[key])}" for key, valid in HEADER_CHECKS.items()
+                 if not valid(content[key])]  # reprlib: a hostile value may nest deeper than repr can go
         if wrong or not _is_state_dict(content["state_dict"]):
             what = ", ".join(wrong) if wrong else "a state_dict that is not a dict of named tensors"
             raise CheckpointError(f"{path} is a damaged dissipate checkpoint: it has {what[:200]}")

@@ -22,6 +22,7 @@ import typer
 from . import __version__
 from . import bound_check as checks
 from .analyses import ANALYSES, describe_plan, run_analyses
+from ._io import os_error_reason, writable_directory
 from .checkpoint import read_checkpoint
 from .data import DATASETS, load_data
 from .errors import DissipateError, InvalidArgumentError
@@ -36,6 +37,8 @@ from .train import train as run_training
 T = TypeVar("T")
 TRAIN_DEFAULTS = TrainConfig(model="")  # the defaults that `dissipate train --help` shows
 CLI_TO_CONFIG = {"model_args": "model_kwargs"}  # `dissipate train` options named otherwise in TrainConfig
+SET_ELSEWHERE = {"name": "--model", "num_classes": "the data's classes", "in_chans": "the data's channels",
+                 "image_size": "the data (see --image-size)"}  # create_model arguments that --model-arg cannot set
 app = typer.Typer(help="Measure how a network's input survives, layer by layer.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 
@@ -70,6 +73,9 @@ def parse_model_args(items: Iterable[str]) -> dict[str, object]:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise InvalidArgumentError(f"--model-arg expects KEY=VALUE (e.g. downsample_block=original), got {item!r}")
+        if key.strip() in SET_ELSEWHERE:
+            raise InvalidArgumentError(f"--model-arg {key.strip()} is not a model option here: it follows "
+                                       f"{SET_ELSEWHERE[key.strip()]}")
         value: object = {"true": True, "false": False}.get(text.lower(), text)
         for number in (int, float):
             try:
@@ -171,6 +177,7 @@ def probe(
     """How much of the input survives at every activation site: one row per site, printed and saved in --out."""
     config = ProbeConfig(metrics=tuple(metrics), num_images=num_images, batch_size=batch_size, device=device,
                          seed=seed, calibrate_bn=checkpoint is None)
+    writable_directory(out, "--out")  # before the probe's minutes, not after
     net, images = load_model_and_data(model, model_args, checkpoint, data, data_dir, image_size, num_images, seed)
 
     with warnings.catch_warnings(record=True) as notices:
@@ -213,8 +220,10 @@ def bound_check(
 ) -> None:
     """Theorem 3.2's moments and Theorem 3.3's bound against measurement. Exit 0 when every bound that must hold
     holds (Monte Carlo, and networks at initialisation), 1 when one does not, 2 on bad usage."""
-    if out is not None and out.suffix.lower() not in (".png", ".pdf"):
-        raise InvalidArgumentError(f"--out names the figure to write, a .png or .pdf file, got {out}")
+    if out is not None:
+        if out.suffix.lower() not in (".png", ".pdf"):
+            raise InvalidArgumentError(f"--out names the figure to write, a .png or .pdf file, got {out}")
+        writable_directory(out.parent, "the directory of --out")
     if model is None and checkpoint is None:
         frame = checks.check_monte_carlo(MonteCarloConfig(widths=tuple(width), samples=samples, seed=seed))
         title = f"Monte Carlo: {samples} draws per layer"
@@ -226,7 +235,6 @@ def bound_check(
                                      progress=progress)
         title = f"{net.spec.name} ({'trained' if checkpoint else 'init'}) on {images.name}"
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
         plot_bound_check(frame, out, title)
 
     shown = frame
@@ -367,6 +375,10 @@ def main(argv: list[str] | None = None) -> None:
     except DissipateError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(error.exit_code)
+    except OSError as error:  # the machine's, not the input's: a disk that filled, a file that vanished
+        culprit = f" {error.filename}" if error.filename else ""
+        typer.echo(f"error: an operating-system call on{culprit} failed: {os_error_reason(error)}", err=True)
+        sys.exit(1)
     except (KeyboardInterrupt, Interrupted):
         typer.echo("interrupted; files already written are complete (a training run resumes with --resume)",
                    err=True)

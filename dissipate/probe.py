@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from ._io import atomic_write
+from ._io import atomic_write, writable_directory
 from .checkpoint import model_from_checkpoint
 from .data import ImageData, downloads_allowed, load_data
 from .errors import CheckpointError, InvalidArgumentError
@@ -452,8 +452,7 @@ def probe_model(name: str, data: ImageData, checkpoint: dict | None = None, sour
 def save_probe(frame: pd.DataFrame, out: str | Path, title: str, **run) -> None:
     """probe.csv and probe.json (the rows), probe_config.json (`run` and the frame's attrs) and probe.png, each
     written atomically into `out`."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_directory(out, "the output directory")
     atomic_write(out / "probe.csv", lambda f: f.write(frame.to_csv(index=False).encode()))
     atomic_write(out / "probe.json", lambda f: f.write(frame.to_json(orient="records", indent=2).encode()))
     settings = json.dumps({**run, **frame.attrs}, indent=2, default=str)

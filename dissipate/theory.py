@@ -31,6 +31,8 @@ from .errors import InvalidArgumentError
 LAYER_KINDS = ("plain", "residual", "pnnh")
 INPUTS = ("relu-gaussian", "uniform", "laplace", "images")
 MIN_WIDTH = 4  # measured: width 1 fails by chance at layer 3 (x = 0 often, z^2 heavy-tailed); 4 holds at seeds 0-3
+MAX_WIDTH = 8192
+MAX_SAMPLES, MAX_DRAWN = 1_000_000, 2 ** 27  # samples, and samples x width (a 512 MiB input): more does not fit
 TOLERANCE_SE = 4.0  # Monte Carlo agreement: within this many standard errors (two-sided, ~6e-5 per comparison)
 
 
@@ -118,11 +120,14 @@ class MonteCarloConfig:
             unknown = [v for v in values if v not in known]
             if unknown or not values:
                 raise InvalidArgumentError(f"Monte Carlo {name} must be among {', '.join(known)}, got {values}")
-        checks = [("samples", self.samples >= 2, "at least 2 (the standard errors need two)"),
+        checks = [("samples", 2 <= self.samples <= MAX_SAMPLES, f"from 2 (the standard errors need two) to "
+                                                               f"{MAX_SAMPLES}"),
                   ("depth", self.depth >= 1, "at least 1"), ("coder_ratio", 0 < self.coder_ratio <= 1, "in (0, 1]"),
-                  ("widths", bool(self.widths) and min(self.widths) >= MIN_WIDTH,
-                   f"at least {MIN_WIDTH} (narrower stacks of layers have moments too heavy-tailed for standard "
-                   "errors to judge)")]
+                  ("widths", bool(self.widths) and MIN_WIDTH <= min(self.widths) <= max(self.widths) <= MAX_WIDTH,
+                   f"from {MIN_WIDTH} (narrower stacks of layers have moments too heavy-tailed for standard errors "
+                   f"to judge) to {MAX_WIDTH} (each sample draws a width x width weight matrix)"),
+                  ("widths", bool(self.widths) and max(self.widths) * self.samples <= MAX_DRAWN,
+                   f"at most {MAX_DRAWN} neurons over all samples ({self.samples} samples here)")]
         for name, valid, rule in checks:
             if not valid:
                 raise InvalidArgumentError(f"Monte Carlo {name} must be {rule}, got {getattr(self, name)}")

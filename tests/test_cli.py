@@ -36,7 +36,7 @@ def test_models_json_and_table(capsys):
     (["models", "resnet35"], "unknown model 'resnet35'; did you mean resnet34"),
     (["models", "densenet*"], "no model matches 'densenet*'"),
     (["models", "resnet20", "--stem", "huge"], "unknown stem 'huge'"),
-    (["models", "resnet20", "--num-classes", "0"], "num_classes must be a positive integer"),
+    (["models", "resnet20", "--num-classes", "0"], "num_classes must be an integer from 1 to 1000000"),
     (["models", "vgg11", "--stem", "cifar", "--image-size", "16"], "vgg11 cannot take 16x16 images"),
     (["models", "resnet20", "--image-size", "0"], "image sizes must be positive integers, got [0]"),
     (["probe", "--model", "resnet20", "--data", "cifar10"], "cifar10 is not in"),
@@ -177,7 +177,7 @@ def test_bound_check_of_a_checkpoint_reports_findings_and_exits_0(capsys, tmp_pa
     (["--model", "resnet20", "--out", "figure.txt"], "a .png or .pdf file"),
     (["--model", "resnet2"], "unknown model 'resnet2'"),
     (["--model", "resnet20", "--num-images", "0"], "num_images must be at least 1"),
-    (["--samples", "1"], "Monte Carlo samples must be at least 2"),
+    (["--samples", "1"], "Monte Carlo samples must be from 2"),
     (["--width", "200"], "images as inputs need square widths (16x16 = 256), got (200,)"),
 ])
 def test_bound_check_bad_usage_is_one_line_and_exit_2(capsys, args, message):

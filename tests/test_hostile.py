@@ -122,23 +122,45 @@ def test_a_corrupt_image_stops_probe_and_train_with_its_name(tmp_path, capsys):
     (["train", "--model", "plain20", "--seed", "-1"], ["seed must be in [0, 2^63), got -1"]),
     (["train", "--model", "plain20", "--seed", str(2 ** 70)], ["seed must be in [0, 2^63)"]),
     (["probe", "--model", "plain20", "--seed", "-5"], ["seed must be in [0, 2^63), got -5"]),
-    (["bound-check", "--width", "1"], ["Monte Carlo widths must be at least 4"]),
+    (["bound-check", "--width", "1"], ["Monte Carlo widths must be from 4"]),
+    (["bound-check", "--width", "1000000"], ["Monte Carlo widths must be from 4", "to 8192"]),
+    (["bound-check", "--width", "4096", "--samples", "1000000"], ["at most 134217728 neurons over all samples"]),
+    (["bound-check", "--samples", str(10 ** 12)], ["Monte Carlo samples must be from 2"]),
+    (["probe", "--model", "resnet20", "--model-arg", "num_classes=3"],
+     ["--model-arg num_classes is not a model option here: it follows the data's classes"]),
+    (["train", "--model", "resnet20", "--model-arg", "image_size=16"], ["--model-arg image_size is not a model"]),
+    (["bound-check", "--model", "resnet20", "--model-arg", "name=x"], ["--model-arg name is not a model option"]),
+    (["probe", "--model", "resnet20", "--model-arg", "residual=false"],
+     ["model 'resnet20' takes no argument residual"]),
+    (["probe", "--model", "pnnh20", "--model-arg", "coder_ratio=1000"], ["coder_ratio must be a number in (0, 1]"]),
+    (["probe", "--model", "pnnh20", "--model-arg", "coder_ratio=true"], ["coder_ratio must be a number in (0, 1]"]),
+    (["models", "resnet20", "--num-classes", str(10 ** 11)], ["num_classes must be an integer from 1 to 1000000"]),
+    (["models", "resnet20", "--in-chans", "99999999"], ["in_chans must be an integer from 1 to 1024"]),
     (["train", "--model", "resnet20", "--data", "synthetic", "--image-size", "1", "--subset", "64", "--device", "cpu"],
      ["augmentation crops 1 px images", "use --no-augment or a larger --image-size"]),
 ])
 def test_bad_values_on_the_command_line_are_one_sentence(tmp_path, capsys, args, fragments):
     out = tmp_path / ("out.png" if args[0] == "bound-check" else "out")  # bound-check writes a figure
-    code, _, err = run_cli(capsys, *args, "--out", str(out))
+    code, _, err = run_cli(capsys, *args, *(["--out", str(out)] if args[0] != "models" else []))
     assert_one_line_error(code, err, *fragments)
-    assert not out.exists()
+    assert not out.exists() or not any(out.iterdir())  # at most an empty directory, made ready before the work
 
 
-def test_an_output_that_is_a_file_is_named_before_training(tmp_path, capsys):
-    (tmp_path / "taken").write_text("notes")
-    code, _, err = run_cli(capsys, "train", "--model", "resnet20", "--data", "synthetic", "--device", "cpu",
-                           "--out", str(tmp_path / "taken"))
-    assert_one_line_error(code, err, f"the run directory {tmp_path / 'taken'} is a file, not a directory")
-    assert (tmp_path / "taken").read_text() == "notes"
+@pytest.mark.parametrize("command, out, named", [
+    (["train", "--model", "resnet20", "--data", "synthetic", "--device", "cpu"], "taken",
+     "the run directory {taken} is a file, not a directory"),
+    (["probe", "--model", "resnet20"], "taken", "--out {taken} is a file, not a directory"),
+    (["probe", "--model", "resnet20"], "taken/sub", "--out {taken}/sub cannot be written: not a directory"),
+    (["probe", "--model", "resnet20"], "x" * 300, "cannot be written: file name too long"),
+    (["bound-check", "--model", "resnet20"], "taken/figure.png", "the directory of --out {taken} is a file"),
+    (["figures", "--preset", "smoke", "--only", "tables"], "taken", "the figures' cache {taken}/cache cannot be"),
+])
+def test_an_output_that_cannot_be_written_is_named_before_the_work(tmp_path, capsys, command, out, named):
+    taken = tmp_path / "taken"
+    taken.write_text("notes")
+    code, _, err = run_cli(capsys, *command, "--out", str(tmp_path / out))
+    assert_one_line_error(code, err, named.format(taken=taken))
+    assert taken.read_text() == "notes" and not err.startswith(("error: training", "training"))
 
 
 INTERRUPTED = textwrap.dedent("""

@@ -139,5 +139,5 @@ def test_a_plain_layer_survives_at_half_the_rate_of_nonzero_inputs():
 
 
 def test_monte_carlo_widths_below_four_are_refused():
-    with pytest.raises(InvalidArgumentError, match="widths must be at least 4"):
+    with pytest.raises(InvalidArgumentError, match="widths must be from 4"):
         MonteCarloConfig(widths=(1,))

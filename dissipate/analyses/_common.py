@@ -14,12 +14,12 @@ from typing import Callable
 
 import pandas as pd
 
-from .._io import atomic_write
+from .._io import atomic_write, writable_directory
 from ..checkpoint import read_checkpoint
 from ..data import load_data
 from ..models import get_model_entry
 from ..errors import TrainingDiverged
-from ..probe import ProbeConfig, ProbeNotice, probe, probe_model
+from ..probe import ProbeConfig, ProbeNotice, probe, probe_model, resolve_device
 from ..train import LOG_COLUMNS, RUNTIME_FIELDS, TrainConfig, train
 
 PRESETS = ("smoke", "cpu", "paper")
@@ -138,8 +138,8 @@ class Context:
     def __post_init__(self) -> None:
         self.out = Path(self.out)
         self.recipe = RECIPES[self.preset]
-        self.cache = self.out / "cache"
-        self.cache.mkdir(parents=True, exist_ok=True)
+        self.cache = writable_directory(self.out / "cache", "the figures' cache")
+        resolve_device(self.device)  # a device that is not here fails now, not at the first run
         (self.cache / ".gitignore").write_text("*\n")  # runs hold checkpoints: never commit the cache
 
     def _stale(self, key: str, cached: bool) -> bool:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -58,8 +56,8 @@ def init_he_normal(model: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-def scaled_width(channels: int, ratio: float, name: str) -> int:
-    """round(ratio * channels), at least 1; `ratio` must be positive."""
-    if not (isinstance(ratio, (int, float)) and math.isfinite(ratio) and ratio > 0):
-        raise InvalidArgumentError(f"{name} must be a positive number, got {ratio!r}")
+def scaled_width(channels: int, ratio: float, name: str, max_ratio: float) -> int:
+    """round(ratio * channels), at least 1; `ratio` must be a number in (0, max_ratio]."""
+    if isinstance(ratio, bool) or not (isinstance(ratio, (int, float)) and 0 < ratio <= max_ratio):
+        raise InvalidArgumentError(f"{name} must be a number in (0, {max_ratio:g}], got {ratio!r}")
     return max(1, round(ratio * channels))

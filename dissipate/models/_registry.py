@@ -90,6 +90,9 @@ def resolve_stem(entry: ModelEntry, stem: str | None, image_size: int | None) ->
     return stem
 
 
+MAX_CLASSES, MAX_CHANNELS = 1_000_000, 1024  # beyond any real classifier or image: a typo, or a hostile header
+
+
 def create_model(name: str, num_classes: int = 10, in_chans: int = 3, stem: str | None = None,
                  image_size: int | None = None, **kwargs: Any) -> nn.Module:
     """Build a registered model at initialisation.
@@ -107,11 +110,12 @@ def create_model(name: str, num_classes: int = 10, in_chans: int = 3, stem: str 
     The returned model has a `spec` attribute (a `ModelSpec`) from which `create_model` rebuilds it.
     """
     entry = get_model_entry(name)
-    for arg, value in (("num_classes", num_classes), ("in_chans", in_chans)):
-        if not isinstance(value, int) or value < 1:
-            raise InvalidArgumentError(f"{arg} must be a positive integer, got {value!r}")
+    for arg, value, most in (("num_classes", num_classes, MAX_CLASSES), ("in_chans", in_chans, MAX_CHANNELS)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+            raise InvalidArgumentError(f"{arg} must be an integer from 1 to {most}, got {value!r}")
     stem = resolve_stem(entry, stem, image_size)
-    accepted = set(inspect.signature(entry.builder).parameters) - {"num_classes", "in_chans", "stem"}
+    fixed = set(getattr(entry.builder, "keywords", {}))  # what the name decides (resnetN's residual=True)
+    accepted = set(inspect.signature(entry.builder).parameters) - {"num_classes", "in_chans", "stem", *fixed}
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
         raise InvalidArgumentError(

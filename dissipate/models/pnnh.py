@@ -31,6 +31,7 @@ from ._registry import register_model
 from .resnet import CIFAR_DEPTHS, IMAGENET_LAYERS, BasicBlock, ResNet, depth_plan
 
 DOWNSAMPLE_BLOCKS = ("plain", "original")
+MAX_LEARNER_RATIO = 16  # a learner 16 times the block's width: far past any ablation, short of running out of memory
 
 
 class PNNHBlock(nn.Module):
@@ -42,8 +43,8 @@ class PNNHBlock(nn.Module):
 
     def __init__(self, channels: int, *, coder_ratio: float = 1.0, learner_ratio: float = 1.0, act: str = "relu"):
         super().__init__()
-        self.learner_chs = scaled_width(channels, learner_ratio, "learner_ratio")
-        self.coder_chs = scaled_width(channels, coder_ratio, "coder_ratio")
+        self.learner_chs = scaled_width(channels, learner_ratio, "learner_ratio", MAX_LEARNER_RATIO)
+        self.coder_chs = scaled_width(channels, coder_ratio, "coder_ratio", 1)  # E's k rows are orthonormal: k <= C
         self.conv1 = conv3x3(channels, self.learner_chs)
         self.bn1 = nn.BatchNorm2d(self.learner_chs)
         self.coder = nn.Parameter(torch.empty(self.coder_chs, channels))  # E: (k, C), encoder and decoder alike

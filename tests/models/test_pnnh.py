@@ -113,8 +113,11 @@ def test_default_pnnh_net_is_plain_in_structure():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"coder_ratio": 0}, "coder_ratio must be a positive number"),
-    ({"learner_ratio": float("nan")}, "learner_ratio must be a positive number"),
+    ({"coder_ratio": 0}, r"coder_ratio must be a number in \(0, 1\], got 0"),
+    ({"coder_ratio": 1.5}, r"coder_ratio must be a number in \(0, 1\]"),  # E's rows are orthonormal: k <= C
+    ({"coder_ratio": True}, r"coder_ratio must be a number in \(0, 1\], got True"),
+    ({"learner_ratio": float("nan")}, r"learner_ratio must be a number in \(0, 16\]"),
+    ({"learner_ratio": 1000}, r"learner_ratio must be a number in \(0, 16\]"),
     ({"downsample_block": "residual"}, "unknown downsample_block 'residual'"),
 ])
 def test_bad_pnnh_arguments(kwargs, message):

@@ -67,7 +67,7 @@ def test_unknown_model_suggests_the_nearest_names():
     ({"coder_ratio": 0.5}, "takes no argument coder_ratio"),  # resnet has no coder
     ({"stem": "tiny"}, "unknown stem 'tiny'"),
     ({"act": "tanh"}, "unknown activation 'tanh'"),
-    ({"num_classes": 0}, "num_classes must be a positive integer"),
+    ({"num_classes": 0}, "num_classes must be an integer from 1 to 1000000"),
 ])
 def test_bad_arguments_raise_one_clear_error(kwargs, message):
     with pytest.raises(InvalidArgumentError, match=message):
