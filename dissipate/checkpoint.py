@@ -20,7 +20,7 @@ from torch import nn
 
 from ._io import atomic_write, load_weights
 from .errors import CheckpointError, InvalidArgumentError
-from .models import MAX_CHANNELS, MAX_CLASSES, create_model
+from .models import MAX_CHANNELS, MAX_CLASSES, check_options, create_model
 
 FORMAT = "dissipate"
 VERSION = 1
@@ -28,7 +28,7 @@ REQUIRED_KEYS = ("model", "model_kwargs", "state_dict", "num_classes", "in_chans
 MAX_KEYS_SHOWN = 5
 HEADER_CHECKS = {  # what each header value must be, before a model is built from it
     "model": lambda v: isinstance(v, str) and 0 < len(v) < 100,
-    "model_kwargs": lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v),
+    "model_kwargs": lambda v: _options(v) is not None,
     "num_classes": lambda v: type(v) is int and 1 <= v <= MAX_CLASSES,
     "in_chans": lambda v: type(v) is int and 1 <= v <= MAX_CHANNELS,
 }
@@ -101,8 +101,11 @@ def model_from_checkpoint(checkpoint: dict, name: str | None = None, source: str
     else:
         if name is not None and name != checkpoint["model"]:
             raise CheckpointError(f"{source} is a checkpoint of {checkpoint['model']!r}, not of {name!r}")
-        model = create_model(checkpoint["model"], num_classes=checkpoint["num_classes"],
-                             in_chans=checkpoint["in_chans"], **checkpoint["model_kwargs"])
+        try:
+            model = create_model(checkpoint["model"], num_classes=checkpoint["num_classes"],
+                                 in_chans=checkpoint["in_chans"], **checkpoint["model_kwargs"])
+        except InvalidArgumentError as error:  # a name or options that this dissipate does not build
+            raise CheckpointError(f"{source} cannot be rebuilt: {error}") from None
     load_state_dict(model, checkpoint["state_dict"], source=source)
     return model
 
@@ -116,14 +119,27 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], so
                  if key in state_dict and state_dict[key].shape != value.shape]
     mistyped = [f"{key} {state_dict[key].dtype} vs {value.dtype}" for key, value in expected.items()
                 if key in state_dict and _kind(state_dict[key]) != _kind(value)]
+    given = {key: state_dict[key] for key in expected if key in state_dict}
+    unusual = [key for key, t in given.items() if t.layout != torch.strided or t.device.type == "meta"]
+    plain = {key: t for key, t in given.items() if key not in unusual and t.is_floating_point()}
+    non_finite = [key for key, t in plain.items() if not torch.isfinite(t).all()]
+    negative = [key for key, t in plain.items() if key.endswith("running_var") and (t < 0).any()]
     problems = [f"{label} {_first(keys)}" for label, keys in
                 (("missing keys", missing), ("unexpected keys", unexpected),
                  ("shape mismatches (checkpoint vs model)", misshapen),
-                 ("dtype mismatches (checkpoint vs model)", mistyped)) if keys]
+                 ("dtype mismatches (checkpoint vs model)", mistyped), ("sparse or meta tensors", unusual),
+                 ("non-finite values in", non_finite), ("negative variances in", negative)) if keys]
     if problems:
         name = getattr(getattr(model, "spec", None), "name", type(model).__name__)
         raise CheckpointError(f"{source} does not fit model {name!r}: {'; '.join(problems)}")
     model.load_state_dict(state_dict)
+
+
+def _options(value: Any) -> dict | None:
+    try:
+        return check_options(value, "model_kwargs")
+    except InvalidArgumentError:
+        return None
 
 
 def _kind(tensor: torch.Tensor) -> str:

@@ -375,6 +375,10 @@ def main(argv: list[str] | None = None) -> None:
     except DissipateError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(error.exit_code)
+    except MemoryError as error:
+        typer.echo(f"error: out of memory ({str(error).splitlines()[0][:100] if str(error) else 'MemoryError'}); "
+                   "use fewer or smaller images, a smaller --batch-size or a smaller model", err=True)
+        sys.exit(1)
     except OSError as error:  # the machine's, not the input's: a disk that filled, a file that vanished
         culprit = f" {error.filename}" if error.filename else ""
         typer.echo(f"error: an operating-system call on{culprit} failed: {os_error_reason(error)}", err=True)

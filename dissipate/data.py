@@ -156,15 +156,26 @@ def _to_tensor(image_size: int | None, natural: int) -> Callable:
 
 
 def _torchvision_dataset(name: str, make: Callable[[bool], Dataset], root: Path, download: bool) -> Dataset:
-    """`make(download)`, with torchvision's "not found" and network errors turned into one sentence."""
+    """`make(download)`, with torchvision's "not found" and network errors turned into one sentence, and files that
+    are there but damaged (unreadable, or images and labels that do not match) named."""
+    damaged = f"{name} in {root} is damaged ({{}}); delete its files to fetch them again, or point --data-dir elsewhere"
     try:
-        return make(download)
+        dataset = make(download)
+    except (AssertionError, EOFError, IndexError, ValueError) as error:  # what torchvision's readers raise on junk
+        raise InvalidArgumentError(damaged.format(str(error).splitlines()[0][:100] if str(error) else
+                                                  type(error).__name__)) from None
     except (RuntimeError, urllib.error.URLError, OSError) as error:
         why = "downloads are off ($DISSIPATE_OFFLINE)" if not download else \
             f"it could not be downloaded ({str(error).splitlines()[0][:100]})"
         raise DatasetNotFoundError(
             f"{name} is not in {root} and {why}; run once with network access, copy the dataset into that directory, "
             "or point --data-dir (or $DISSIPATE_DATA) at a directory that has it") from None
+    labels = np.asarray(dataset.targets)
+    if not len(labels) or len(dataset.data) != len(labels) or not 0 <= labels.min() <= labels.max() < len(
+            dataset.classes):
+        span = f", labels from {labels.min()} to {labels.max()}" if len(labels) else ""
+        raise InvalidArgumentError(damaged.format(f"{len(dataset.data)} images, {len(labels)} labels{span}"))
+    return dataset
 
 
 def _stage_debian_fashion_mnist(raw: Path) -> None:

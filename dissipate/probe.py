@@ -161,6 +161,7 @@ class SiteStats:
             self.survival.update(pre)
         if self.pre:
             self.pre.update(pre)
+        if self.post:
             self.post.update(post)
         if self.covariance:
             self.covariance.update(post)

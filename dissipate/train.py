@@ -24,6 +24,7 @@ import hashlib
 import io
 import math
 import os
+import reprlib
 import resource
 import sys
 import time
@@ -43,7 +44,7 @@ from .checkpoint import load_state_dict, read_checkpoint, save_checkpoint
 from .data import DeadLeaves, ImageData, load_data, loader_batches, seeded_choice
 from .errors import (CheckpointError, DissipateError, InvalidArgumentError, OutOfMemory, TrainingDiverged,
                      WriteFailed)
-from .models import create_model
+from .models import check_options, create_model
 from .probe import Progress, check_device, no_progress, resolve_device
 
 ON_DEVICE = ("synthetic", "cifar10", "cifar100", "fashion-mnist")  # small enough to sit on the device as uint8
@@ -81,6 +82,10 @@ class TrainConfig:
     workers: int = 4  # data-loader workers for folders and ImageNet
 
     def __post_init__(self) -> None:
+        wrong = [f"{f.name}={reprlib.repr(getattr(self, f.name))}" for f in dataclasses.fields(self)
+                 if not _of_type(getattr(self, f.name), f.type)]
+        if wrong:
+            raise InvalidArgumentError(f"TrainConfig has values of the wrong type: {', '.join(wrong)}")
         checks = [("epochs", self.epochs >= 1, "at least 1"), ("batch_size", self.batch_size >= 1, "at least 1"),
                   ("lr", self.lr > 0, "positive"), ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
                   ("wd", self.wd >= 0, "non-negative"), ("warmup", self.warmup >= 0, "non-negative"),
@@ -94,10 +99,20 @@ class TrainConfig:
             if not valid or (isinstance(value, float) and not math.isfinite(value)):
                 raise InvalidArgumentError(f"{name} must be {rule}, got {value}")
         check_device(self.device)
+        check_options(self.model_kwargs, "model_kwargs")
         if self.augment and self.image_size is not None and self.image_size < 2 * CROP_PADDING:  # datasets: >= 28 px
             raise InvalidArgumentError(f"augmentation crops {self.image_size} px images out of a {CROP_PADDING} px "
                                        f"zero padding, which needs images of at least {2 * CROP_PADDING} px (most "
                                        "crops would be padding); use --no-augment or a larger --image-size")
+
+
+_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "dict": (dict,), "None": (type(None),)}
+
+
+def _of_type(value: object, annotation: str) -> bool:
+    """Whether `value` fits a TrainConfig field's annotation ("int | None", "float", ...); a bool is no number."""
+    allowed = tuple(t for part in annotation.split("|") for t in _TYPES[part.strip()])
+    return isinstance(value, allowed) and (bool in allowed or not isinstance(value, bool))
 
 
 def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -351,7 +366,8 @@ def _damage(saved: dict) -> str | None:
         return f"its training config names model {config['model']!r}, its weights {saved['model']!r}"
     rows_ok = isinstance(history, list) and all(
         isinstance(row, dict) and set(LOG_COLUMNS) <= set(row) and row["epoch"] == epoch
-        and all(isinstance(row[k], (int, float)) for k in LOG_COLUMNS) for epoch, row in enumerate(history, 1))
+        and all(isinstance(row[k], (int, float)) and math.isfinite(row[k]) for k in LOG_COLUMNS)
+        for epoch, row in enumerate(history, 1))
     if not rows_ok or len(history) != saved["epoch"]:
         return f"its history is not the log of epochs 1 to {saved['epoch']}"
     if not (isinstance(optimizer, dict) and isinstance(optimizer.get("state"), dict)
@@ -376,6 +392,8 @@ def train(config: TrainConfig, out: str | os.PathLike, resume: bool = False, pro
     `on_epoch(row)` sees each log row (rank 0 only). Under torchrun (WORLD_SIZE > 1) every rank calls this.
     """
     out = Path(out)
+    if resume and overwrite:
+        raise InvalidArgumentError(f"--resume continues the run in {out} and --overwrite replaces it; choose one")
     saved = None
     if resume:
         saved = read_resume_point(out)

@@ -1,6 +1,7 @@
 """Hostile and broken input, as a careful tester feeds it: each gets one sentence naming the culprit and exit code 2,
 never a traceback, and nothing already written is lost."""
 
+import functools
 import subprocess
 import sys
 import textwrap
@@ -15,6 +16,7 @@ from dissipate.errors import CheckpointError
 from dissipate.models import create_model
 from dissipate.train import TrainConfig, train
 from tests.helpers import run_cli
+from tests.test_data import write_idx
 from tests.test_train import TINY
 
 
@@ -34,25 +36,33 @@ def checkpoint(tmp_path_factory):
 @pytest.mark.parametrize("key, value, named", [
     ("model", 12, "model 12"), ("num_classes", 10 ** 12, "num_classes 1000000000000"),
     ("in_chans", -1, "in_chans -1"), ("model_kwargs", [1], "model_kwargs [1]"),
-    ("num_classes", 10.0, "num_classes 10.0"), ("state_dict", {"w": 3}, "a state_dict that is not")])
+    ("num_classes", 10.0, "num_classes 10.0"), ("state_dict", {"w": 3}, "a state_dict that is not"),
+    ("model_kwargs", {"num_classes": 3}, "model_kwargs {'num_classes': 3}"),
+    ("model_kwargs", {"act": functools.reduce(lambda inner, _: {"a": inner}, range(400), {})}, "{...}"),
+    ("model_kwargs", {"residual": False}, "takes no argument residual")])
 def test_a_checkpoint_header_of_the_wrong_type_or_size_is_named(tmp_path, capsys, checkpoint, key, value, named):
     path = tmp_path / "hostile.pt"
     torch.save({**checkpoint, key: value}, path)
-    with pytest.raises(CheckpointError, match="damaged dissipate checkpoint: it has"):
-        read_checkpoint(path)
     code, _, err = run_cli(capsys, "probe", "--checkpoint", str(path), "--num-images", "8", "--out", str(tmp_path))
     assert_one_line_error(code, err, str(path), named)
 
 
-@pytest.mark.parametrize("dtype", [torch.int64, torch.complex64])
-def test_weights_of_another_kind_of_dtype_are_refused_not_cast(tmp_path, checkpoint, dtype):
+@pytest.mark.parametrize("key, change, message", [
+    ("conv1.weight", lambda t: t.long(), r"dtype mismatches \(checkpoint vs model\) conv1.weight torch.int64 vs"),
+    ("conv1.weight", lambda t: t.to(torch.complex64), r"dtype mismatches .* conv1.weight torch.complex64 vs"),
+    ("conv1.weight", lambda t: t.to_sparse(), "sparse or meta tensors conv1.weight"),
+    ("fc.weight", lambda t: t.index_fill(0, torch.tensor([0]), float("nan")), "non-finite values in fc.weight"),
+    ("bn1.running_var", lambda t: -t, "negative variances in bn1.running_var")])
+def test_weights_that_would_be_cast_or_poison_the_numbers_are_refused(tmp_path, capsys, checkpoint, key, change,
+                                                                      message):
     state = dict(checkpoint["state_dict"])
-    state["conv1.weight"] = state["conv1.weight"].to(dtype)
-    path = tmp_path / "cast.pt"
+    state[key] = change(state[key])
+    path = tmp_path / "odd.pt"
     torch.save({**checkpoint, "state_dict": state}, path)
-    with pytest.raises(CheckpointError, match=rf"dtype mismatches \(checkpoint vs model\) conv1.weight "
-                                              rf"{dtype} vs torch.float32"):
+    with pytest.raises(CheckpointError, match=message):
         load_model(path)
+    code, _, err = run_cli(capsys, "probe", "--checkpoint", str(path), "--num-images", "8", "--out", str(tmp_path))
+    assert_one_line_error(code, err, str(path))
 
 
 def damage(path, change) -> None:
@@ -74,6 +84,11 @@ DAMAGES = {
     "a history that skips": (lambda c: _set(c, "history", [{"epoch": "x"}]), "history is not the log of epochs 1"),
     "an optimizer state of another kind": (lambda c: _set(c, "optimizer", {"state": 5}),
                                            "optimizer state is not SGD's"),
+    "a data dir that is a number": (lambda c: _set(c["train_config"], "data_dir", 3), "data_dir=3"),
+    "model options that are a string": (lambda c: _set(c["train_config"], "model_kwargs", "x"), "model_kwargs='x'"),
+    "model options that set the classes": (lambda c: _set(c["train_config"], "model_kwargs", {"num_classes": 3}),
+                                           "model_kwargs must map option names to plain values"),
+    "a history with NaN": (lambda c: _set(c["history"][0], "test_loss", float("nan")), "history is not the log"),
     "momentum buffers of other shapes": (lambda c: _set(c["optimizer"]["state"][0], "momentum_buffer",
                                                         torch.zeros(2)), "momentum buffers that do not fit"),
 }
@@ -88,6 +103,30 @@ def test_resuming_from_a_damaged_training_checkpoint_is_one_sentence(tmp_path, c
     code, _, err = run_cli(capsys, "train", "--resume", "--out", str(tmp_path), "--device", "cpu")
     assert_one_line_error(code, err, message)
     assert (tmp_path / "best.pt").read_bytes() == before
+
+
+def test_resume_and_overwrite_together_are_refused(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "train", "--model", "resnet20", "--resume", "--overwrite", "--out", str(tmp_path))
+    assert_one_line_error(code, err, "--resume continues the run in", "--overwrite replaces it; choose one")
+
+
+@pytest.mark.parametrize("images, labels, reason", [
+    (np.zeros((30, 28, 28)), np.arange(150) % 10, "30 images, 150 labels"),
+    (np.zeros((30, 28, 28)), np.full(30, 200), "30 images, 30 labels, labels from 200 to 200"),
+    (None, np.arange(30) % 10, "AssertionError")])
+def test_damaged_fashion_mnist_files_are_named(tmp_path, capsys, images, labels, reason):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for split in ("train", "t10k"):
+        if images is None:
+            (raw / f"{split}-images-idx3-ubyte").write_bytes(b"not an IDX file" * 10)
+        else:
+            write_idx(raw / f"{split}-images-idx3-ubyte", images)
+        write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
+    for command in (["probe", "--num-images", "8"], ["train", "--subset", "16", "--batch-size", "8", "--device", "cpu"]):
+        code, _, err = run_cli(capsys, *command, "--model", "resnet20", "--data", "fashion-mnist", "--data-dir",
+                               str(tmp_path), "--out", str(tmp_path / "out"))
+        assert_one_line_error(code, err, f"fashion-mnist in {tmp_path} is damaged ({reason}")
 
 
 def write_folder(root, bad: bytes) -> None:

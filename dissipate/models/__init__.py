@@ -1,9 +1,9 @@
 """The model registry: `create_model(name, ...)` and `list_models()`, with plain, residual, PNNH and VGG families."""
 
 from . import pnnh, resnet, vgg  # noqa: F401  (importing a family registers its models)
-from ._registry import (MAX_CHANNELS, MAX_CLASSES, ModelEntry, ModelSpec, create_model, get_model_entry, list_models,
-                        register_model)
+from ._registry import (MAX_CHANNELS, MAX_CLASSES, ModelEntry, ModelSpec, check_options, create_model, get_model_entry,
+                        list_models, register_model)
 from ._summary import count_flops, count_parameters, model_table, select_models
 
-__all__ = ["MAX_CHANNELS", "MAX_CLASSES", "ModelEntry", "ModelSpec", "count_flops", "count_parameters",
+__all__ = ["MAX_CHANNELS", "MAX_CLASSES", "ModelEntry", "ModelSpec", "check_options", "count_flops", "count_parameters",
            "create_model", "get_model_entry", "list_models", "model_table", "register_model", "select_models"]

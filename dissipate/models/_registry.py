@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
+import reprlib
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -91,6 +92,17 @@ def resolve_stem(entry: ModelEntry, stem: str | None, image_size: int | None) ->
 
 
 MAX_CLASSES, MAX_CHANNELS = 1_000_000, 1024  # beyond any real classifier or image: a typo, or a hostile header
+NOT_OPTIONS = ("name", "num_classes", "in_chans", "image_size")  # create_model's own arguments: never in **kwargs
+
+
+def check_options(options: object, source: str) -> dict:
+    """`options` if it can be a model's **kwargs (names to plain values, none of NOT_OPTIONS); else one sentence."""
+    plain = (str, int, float, bool, type(None))
+    if not (isinstance(options, dict) and all(isinstance(k, str) and k not in NOT_OPTIONS and isinstance(v, plain)
+                                              for k, v in options.items())):
+        raise InvalidArgumentError(f"{source} must map option names to plain values, without "
+                                   f"{', '.join(NOT_OPTIONS)}; got {reprlib.repr(options)}")
+    return options
 
 
 def create_model(name: str, num_classes: int = 10, in_chans: int = 3, stem: str | None = None,
