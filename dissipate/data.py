@@ -168,8 +168,9 @@ def _torchvision_dataset(name: str, make: Callable[[bool], Dataset], root: Path,
         why = "downloads are off ($DISSIPATE_OFFLINE)" if not download else \
             f"it could not be downloaded ({str(error).splitlines()[0][:100]})"
         raise DatasetNotFoundError(
-            f"{name} is not in {root} and {why}; run once with network access, copy the dataset into that directory, "
-            "or point --data-dir (or $DISSIPATE_DATA) at a directory that has it") from None
+            f"{name} is not in {root} (or fails its checksums there) and {why}; run once with network access, copy "
+            "the dataset into that directory, or point --data-dir (or $DISSIPATE_DATA) at a directory that has it"
+        ) from None
     labels = np.asarray(dataset.targets)
     if not len(labels) or len(dataset.data) != len(labels) or not 0 <= labels.min() <= labels.max() < len(
             dataset.classes):

@@ -2,6 +2,7 @@
 never a traceback, and nothing already written is lost."""
 
 import functools
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -220,3 +221,22 @@ def test_ctrl_c_says_what_was_kept_and_exits_130():
     result = subprocess.run([sys.executable, "-c", INTERRUPTED], capture_output=True, text=True, timeout=120)
     assert result.returncode == 130 and result.stderr.startswith("interrupted; files already written are complete")
     assert "Traceback" not in result.stderr
+
+
+def test_a_hostile_cifar_pickle_is_never_unpickled(tmp_path):
+    """CIFAR's files are pickles; torchvision reads them only once their MD5 sums match the official files."""
+    from dissipate.data import DatasetNotFoundError, load_data
+
+    victim = tmp_path / "created_by_pickle"
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(victim), "w"))
+
+    base = tmp_path / "cifar-10-batches-py"
+    base.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+        (base / name).write_bytes(pickle.dumps({"data": Exploit(), "labels": [0]}))
+    with pytest.raises(DatasetNotFoundError, match="fails its checksums"):
+        load_data("cifar10", root=tmp_path, download=False)
+    assert not victim.exists()
