@@ -124,7 +124,8 @@ def test_damaged_fashion_mnist_files_are_named(tmp_path, capsys, images, labels,
         else:
             write_idx(raw / f"{split}-images-idx3-ubyte", images)
         write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
-    for command in (["probe", "--num-images", "8"], ["train", "--subset", "16", "--batch-size", "8", "--device", "cpu"]):
+    for command in (["probe", "--num-images", "8"],
+                    ["train", "--subset", "16", "--batch-size", "8", "--device", "cpu"]):
         code, _, err = run_cli(capsys, *command, "--model", "resnet20", "--data", "fashion-mnist", "--data-dir",
                                str(tmp_path), "--out", str(tmp_path / "out"))
         assert_one_line_error(code, err, f"fashion-mnist in {tmp_path} is damaged ({reason}")
