@@ -23,18 +23,22 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     untouched and at most a stray temporary file, which the next write of `path` removes once its process is gone.
     """
     path = Path(path)
-    _remove_stray_temporaries(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(name)
+    tmp = None
     try:
+        _remove_stray_temporaries(path)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+        tmp = Path(name)
         os.fchmod(fd, 0o666 & ~_umask())  # what open() would have given the file, not mkstemp's 0600
         with os.fdopen(fd, "wb") as file:
             write(file)
             file.flush()
             os.fsync(file.fileno())  # the data is on disk before the rename makes it visible
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as error:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno is not None:  # name the file written, not its temporary
+            raise OSError(error.errno, error.strerror, str(path)) from None
         raise
     try:  # make the rename itself durable; not every platform can open a directory
         dir_fd = os.open(path.parent, os.O_RDONLY)

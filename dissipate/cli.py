@@ -380,10 +380,12 @@ def main(argv: list[str] | None = None) -> None:
                    "use fewer or smaller images, a smaller --batch-size or a smaller model", err=True)
         sys.exit(1)
     except OSError as error:  # the machine's, not the input's: a disk that filled, a file that vanished
-        culprit = f" {error.filename}" if error.filename else ""
-        typer.echo(f"error: an operating-system call on{culprit} failed: {os_error_reason(error)}", err=True)
+        culprit = error.filename or "a file"
+        typer.echo(f"error: cannot write or read {culprit}: {os_error_reason(error)}", err=True)
         sys.exit(1)
     except (KeyboardInterrupt, Interrupted):
+        if in_main_thread:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C does not cut this message short
         typer.echo("interrupted; files already written are complete (a training run resumes with --resume)",
                    err=True)
         sys.exit(130)

@@ -168,7 +168,7 @@ def _torchvision_dataset(name: str, make: Callable[[bool], Dataset], root: Path,
         why = "downloads are off ($DISSIPATE_OFFLINE)" if not download else \
             f"it could not be downloaded ({str(error).splitlines()[0][:100]})"
         raise DatasetNotFoundError(
-            f"{name} is not in {root} (or fails its checksums there) and {why}; run once with network access, copy "
+            f"{name} is not in {root} (or is damaged there) and {why}; run once with network access, copy "
             "the dataset into that directory, or point --data-dir (or $DISSIPATE_DATA) at a directory that has it"
         ) from None
     labels = np.asarray(dataset.targets)
@@ -227,7 +227,9 @@ def load_data(spec: str, *, train: bool = False, image_size: int | None = None, 
             name, lambda dl: _torchvision().datasets.FashionMNIST(root_dir, train=train, transform=transform, download=dl),
             root_dir, download)
         return ImageData(name, dataset, 10, 1, image_size or 28, (0.2860,), (0.3530,))
-    if name in ("folder", "imagenet") and path:
+    if name in ("folder", "imagenet"):
+        if not path:
+            raise InvalidArgumentError(f"{name} needs the path of its images: --data {name}:PATH")
         return _image_folder(name, Path(path).expanduser(), train, image_size or 224)
     raise InvalidArgumentError(f"unknown dataset {spec!r}{_suggest(name)}; choose one of {', '.join(DATASETS)}")
 

@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ._io import atomic_write, os_error_reason, writable_directory
 from .checkpoint import load_state_dict, read_checkpoint, save_checkpoint
-from .data import DeadLeaves, ImageData, load_data, loader_batches, seeded_choice
+from .data import MAX_IMAGE_SIZE, DeadLeaves, ImageData, load_data, loader_batches, seeded_choice
 from .errors import (CheckpointError, DissipateError, InvalidArgumentError, OutOfMemory, TrainingDiverged,
                      WriteFailed)
 from .models import check_options, create_model
@@ -93,7 +93,9 @@ class TrainConfig:
                   ("subset", self.subset is None or self.subset >= 1, "at least 1"),
                   ("test_subset", self.test_subset is None or self.test_subset >= 1, "at least 1"),
                   ("workers", self.workers >= 0, "non-negative"),
-                  ("seed", 0 <= self.seed < 2 ** 63, "in [0, 2^63)")]
+                  ("seed", 0 <= self.seed < 2 ** 63, "in [0, 2^63)"),
+                  ("image_size", self.image_size is None or 1 <= self.image_size <= MAX_IMAGE_SIZE,
+                   f"from 1 to {MAX_IMAGE_SIZE}")]
         for name, valid, rule in checks:
             value = getattr(self, name)
             if not valid or (isinstance(value, float) and not math.isfinite(value)):
@@ -356,7 +358,7 @@ def _damage(saved: dict) -> str | None:
     """What is wrong with a training checkpoint's config, history and optimizer state, or None."""
     config, history, optimizer = saved["train_config"], saved.get("history"), saved["optimizer"]
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    if not isinstance(config, dict) or not set(config) <= fields or "model" not in config:
+    if not isinstance(config, dict) or set(config) != fields:
         return "its training config is not a dict of TrainConfig's fields"
     try:
         TrainConfig(**config)

@@ -164,6 +164,9 @@ def test_a_corrupt_image_stops_probe_and_train_with_its_name(tmp_path, capsys):
     (["train", "--model", "plain20", "--seed", str(2 ** 70)], ["seed must be in [0, 2^63)"]),
     (["probe", "--model", "plain20", "--seed", "-5"], ["seed must be in [0, 2^63), got -5"]),
     (["bound-check", "--width", "1"], ["Monte Carlo widths must be from 4"]),
+    (["train", "--model", "resnet20", "--image-size", "0"], ["image_size must be from 1 to 1024, got 0"]),
+    (["probe", "--model", "resnet20", "--data", "imagenet"], ["imagenet needs the path of its images"]),
+    (["probe", "--model", "resnet20", "--data", "folder:"], ["folder needs the path of its images"]),
     (["bound-check", "--width", "1000000"], ["Monte Carlo widths must be from 4", "to 8192"]),
     (["bound-check", "--width", "4096", "--samples", "1000000"], ["at most 134217728 neurons over all samples"]),
     (["bound-check", "--samples", str(10 ** 12)], ["Monte Carlo samples must be from 2"]),
@@ -238,6 +241,15 @@ def test_a_hostile_cifar_pickle_is_never_unpickled(tmp_path):
     base.mkdir()
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
         (base / name).write_bytes(pickle.dumps({"data": Exploit(), "labels": [0]}))
-    with pytest.raises(DatasetNotFoundError, match="fails its checksums"):
+    with pytest.raises(DatasetNotFoundError, match="is damaged there"):
         load_data("cifar10", root=tmp_path, download=False)
     assert not victim.exists()
+
+
+def test_a_directory_where_a_run_file_goes_is_named(tmp_path, capsys):
+    train(TrainConfig(**TINY, epochs=2), tmp_path, stop_after=1)
+    (tmp_path / "best.pt").unlink()
+    (tmp_path / "best.pt").mkdir()
+    code, _, err = run_cli(capsys, "train", "--resume", "--out", str(tmp_path), "--device", "cpu")
+    assert code == 1 and err == f"error: cannot write or read {tmp_path / 'best.pt'}: is a directory\n"
+    assert read_checkpoint(tmp_path / "latest.pt")["epoch"] == 1

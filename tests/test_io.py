@@ -98,3 +98,13 @@ def test_an_unwritable_output_directory_is_one_sentence(tmp_path, monkeypatch):
             writable_directory(tmp_path / "run", "--out")
     monkeypatch.undo()
     assert writable_directory(tmp_path / "new" / "run", "--out").is_dir()
+
+
+def test_a_failed_write_names_the_file_not_its_temporary(tmp_path):
+    (tmp_path / "log.csv").mkdir()  # a directory where the file should go
+    with pytest.raises(IsADirectoryError) as error:
+        atomic_write(tmp_path / "log.csv", lambda f: f.write(b"epoch\n"))
+    assert error.value.filename == str(tmp_path / "log.csv") and os.listdir(tmp_path) == ["log.csv"]
+    with pytest.raises(OSError) as error:
+        atomic_write(tmp_path / ("x" * 300), lambda f: f.write(b""))
+    assert error.value.errno == errno.ENAMETOOLONG and error.value.filename == str(tmp_path / ("x" * 300))
