@@ -64,17 +64,12 @@ def check_rows(frame: pd.DataFrame, level: str) -> pd.DataFrame:
 
 def failures(frame: pd.DataFrame) -> pd.DataFrame:
     """The rows that fail the check: bounds of the must-hold levels that do not hold."""
-    return frame[frame["level"].isin(MUST_HOLD) & _fails(frame)]
+    return frame[frame["level"].isin(MUST_HOLD) & not_holding(frame)]
 
 
 def findings(frame: pd.DataFrame) -> pd.DataFrame:
     """The rows of trained networks whose bound does not hold: findings about training, not failures."""
-    return frame[(frame["level"] == "trained") & _fails(frame)]
-
-
-def unpredicted(frame: pd.DataFrame) -> pd.DataFrame:
-    """The rows with no prediction: sites whose blocks declare no parts."""
-    return frame[verdicts(frame).isna()]
+    return frame[(frame["level"] == "trained") & not_holding(frame)]
 
 
 def verdicts(frame: pd.DataFrame) -> pd.Series:
@@ -82,5 +77,6 @@ def verdicts(frame: pd.DataFrame) -> pd.Series:
     return frame["holds"].astype("boolean")
 
 
-def _fails(frame: pd.DataFrame) -> pd.Series:
+def not_holding(frame: pd.DataFrame) -> pd.Series:
+    """True for the rows whose check fails (False where it holds or makes no prediction)."""
     return verdicts(frame).eq(False).fillna(False).astype(bool)

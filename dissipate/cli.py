@@ -242,6 +242,7 @@ def bound_check(
         shown = frame[list(checks.COLUMNS)].assign(holds=checks.verdicts(frame).astype(object).fillna("n/a"))
     emit(shown, fmt, {c: _number for c in shown.columns if shown[c].dtype.kind == "f"})
     failed, found = checks.failures(frame), checks.findings(frame)
+
     def measured(row) -> str:
         return (f"surviving {row.surv_meas:.3f}, bound {row.surv_bound:.3f}, mean {row.mu_meas:.4g} vs "
                 f"{row.mu_pred:.4g} predicted, variance {row.var_meas:.4g} vs {row.var_pred:.4g}")
@@ -251,7 +252,7 @@ def bound_check(
                    "assumptions)", err=True)
     for row in failed.itertuples():
         typer.echo(f"FAILED: {row.model} {row.site} ({row.level}): {measured(row)}", err=True)
-    predicted = frame[~frame.index.isin(checks.unpredicted(frame).index)]
+    predicted = frame[checks.verdicts(frame).notna()]
     must_hold, trained = predicted["level"].isin(checks.MUST_HOLD).sum(), (predicted["level"] == "trained").sum()
     if len(predicted) < len(frame):
         typer.echo(f"{len(frame) - len(predicted)} sites have no prediction (their blocks declare no parts, as a "

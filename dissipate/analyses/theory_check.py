@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import SymmetricalLogLocator
 
 from ..bound_check import COLUMNS as CHECK_COLUMNS
-from ..bound_check import check_monte_carlo, check_rows, verdicts
+from ..bound_check import check_monte_carlo, check_rows, not_holding, verdicts
 from ..plots import FAMILY_COLOURS, FAMILY_LABELS, KIND_FAMILY, caption_line, finish_figure
 from ..theory import MonteCarloConfig
 from ._common import COMPARED, COMPARED_DEPTHS, Context, Variant, family_models
@@ -87,7 +87,7 @@ def draw(frame: pd.DataFrame) -> Figure:
             axis.plot([low, high], [low, high], color="black", linewidth=0.8, label="measured = predicted")
             axis.grid(alpha=0.3)
         verdict = verdicts(rows)
-        failed = rows[verdict.eq(False).fillna(False).astype(bool)]
+        failed = rows[not_holding(rows)]
         if len(failed):
             survival.scatter(failed["surv_bound"], failed["surv_meas"], s=70, facecolors="none", edgecolors="crimson",
                              label=f"below the bound ({len(failed)})")
