@@ -2,6 +2,7 @@
 
 import shutil
 
+import pandas as pd
 import pytest
 from matplotlib.colors import to_hex
 
@@ -102,3 +103,19 @@ def test_unknown_names_are_one_sentence_with_a_suggestion(capsys):
     with pytest.raises(InvalidArgumentError):
         select(["tables", "nonsense"])
     assert [m.NAME for m in select(["rank-depth", "tables"])] == ["rank_depth", "tables"]
+
+
+def test_a_run_killed_before_its_log_was_written_is_resumed_not_read_as_finished(smoke, tmp_path):
+    """A kill between latest.pt and log.csv leaves the log an epoch short: the cache must neither read the run as
+    finished nor train it again; resuming makes the log agree with latest.pt's history without training."""
+    out = tmp_path / "figures"
+    shutil.copytree(smoke[0], out)
+    run = sorted((out / "cache" / "smoke" / "runs").iterdir())[0]
+    log = pd.read_csv(run / "log.csv")
+    log.iloc[:-1].to_csv(run / "log.csv", index=False)
+    (out / "cache" / "training_curves.json").unlink()
+    said = []
+    run_analyses(["training_curves"], "smoke", out, say=said.append)
+    started = [line for line in said if line.startswith(("training", "resuming"))]
+    assert len(started) == 1 and started[0].startswith(f"resuming {run.name.split('-')[0]}")
+    assert pd.read_csv(run / "log.csv").equals(log)
