@@ -78,7 +78,7 @@ def test_probe_plain34_offline_writes_one_row_per_relu_and_its_files(capsys, tmp
     config = json.loads((tmp_path / "probe_config.json").read_text())
     assert config["calibrated_bn"] and config["data"] == "synthetic" and config["config"]["num_images"] == 16
     assert "layer4.2.act2" in out and "cka_input" in out and "n/a" in out  # DISTS unavailable here
-    assert err.count("note: DISTS is unavailable") == 1
+    assert err.count("note: DISTS is n/a") == 1
 
 
 def test_probe_reads_a_checkpoint_with_its_own_statistics(capsys, tmp_path):

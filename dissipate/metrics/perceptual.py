@@ -13,12 +13,13 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import urllib.error
 from pathlib import Path
 
 import torch
 
-from .._io import load_weights
+from .._io import atomic_write, load_weights
 from ..errors import CheckpointError
 from ._validate import check_tensor
 
@@ -29,6 +30,7 @@ DISTS_FILES = {
 }
 DISTS_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")  # piq's DISTS: VGG16 layers it compares
 DISTS_CHANNELS = (3, 64, 128, 256, 512, 512)  # the image, then those layers: alpha's and beta's splits
+FETCH_FAILED = "dists-fetch-failed"  # in the cache: a fetch that failed, not to be tried on every probe
 
 
 class DistsUnavailable(RuntimeError):
@@ -42,29 +44,33 @@ def dists_cache_dir() -> Path:
 
 def load_dists(download: bool = False) -> torch.nn.Module:
     """piq's DISTS (per-image values, `reduction="none"`), from the cached weight files; fetched first when
-    `download` is true. Raises DistsUnavailable, naming the files and the directory, when that is not possible.
+    `download` is true. Raises DistsUnavailable with one short sentence when that is not possible. A fetch that
+    failed is not tried again (it would print a download line and wait for the network on every probe) until
+    FETCH_FAILED in the cache is deleted.
 
     Both files are read here with `weights_only=True` and handed to piq as tensors: piq and torchvision would load
     them through torch.hub, which unpickles, so a hostile file in the cache could run code."""
     cache = dists_cache_dir()
-    how_to = (f"to compute DISTS, put {' and '.join(DISTS_FILES)} in {cache} "
-              f"(from {' and '.join(DISTS_FILES.values())}), or set TORCH_HOME to a directory whose "
-              "hub/checkpoints holds them")
+    failed_before = cache / FETCH_FAILED
     missing = [name for name in DISTS_FILES if not (cache / name).is_file()]
-    if missing and not download:
-        raise DistsUnavailable(f"DISTS is unavailable: {', '.join(missing)} not in {cache}; {how_to}")
+    if missing and not (download and not failed_before.exists()):
+        why = "downloads are off" if not download else f"fetching them failed before (delete {FETCH_FAILED} there to retry)"
+        raise DistsUnavailable(f"DISTS is n/a: {' and '.join(missing)} not in {cache}; {why}; see the README's DISTS "
+                               "section")
     try:
         for name in missing:
             cache.mkdir(parents=True, exist_ok=True)
             torch.hub.download_url_to_file(DISTS_FILES[name], str(cache / name), progress=False)
     except (urllib.error.URLError, OSError) as error:
-        raise DistsUnavailable(f"DISTS is unavailable: fetching its weights failed ({error}); {how_to}") from None
+        with contextlib.suppress(OSError):
+            atomic_write(failed_before, lambda f: f.write(f"{error}\n".encode()))
+        raise DistsUnavailable(f"DISTS is n/a: fetching its weights into {cache} failed ({type(error).__name__}); "
+                               "see the README's DISTS section") from None
     try:
         return _dists(load_weights(cache / VGG16_FILE), load_weights(cache / DISTS_WEIGHTS_FILE)).eval()
     except (CheckpointError, AttributeError, KeyError, RuntimeError, TypeError, ValueError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise DistsUnavailable(f"DISTS is unavailable: its weight files in {cache} do not load ({reason}); "
-                               f"{how_to}") from None
+        raise DistsUnavailable(f"DISTS is n/a: its weight files in {cache} do not load ({reason})") from None
 
 
 def _dists(vgg_state: dict, dists_state: dict) -> torch.nn.Module:

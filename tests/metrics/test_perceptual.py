@@ -1,4 +1,5 @@
 import shutil
+import urllib.error
 import warnings
 
 import pytest
@@ -81,3 +82,22 @@ def test_a_dists_weight_file_that_would_run_code_is_refused_unrun(monkeypatch, t
     with pytest.raises(DistsUnavailable, match="do not load .*could run code"):
         load_dists(download=False)
     assert not victim.exists()
+
+
+def test_a_failed_fetch_is_tried_once_and_said_in_one_short_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    fetched = []
+
+    def no_network(url, dst, progress=True):
+        fetched.append(url)
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    messages = []
+    for _ in range(3):
+        with pytest.raises(DistsUnavailable) as unavailable:
+            load_dists(download=True)
+        messages.append(str(unavailable.value))
+    cache = str(tmp_path / "hub" / "checkpoints")
+    assert len(fetched) == 1 and all(len(m.replace(cache, "")) < 200 and "\n" not in m for m in messages)
+    assert "fetching its weights" in messages[0] and "fetching them failed before" in messages[2]
