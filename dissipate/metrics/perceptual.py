@@ -53,8 +53,9 @@ def load_dists(download: bool = False) -> torch.nn.Module:
     cache = dists_cache_dir()
     failed_before = cache / FETCH_FAILED
     missing = [name for name in DISTS_FILES if not (cache / name).is_file()]
-    if missing and not (download and not failed_before.exists()):
-        why = "downloads are off" if not download else f"fetching them failed before (delete {FETCH_FAILED} there to retry)"
+    if missing and (not download or failed_before.exists()):
+        why = f"fetching them failed before (delete {FETCH_FAILED} there to retry)" if download else \
+            "downloads are off"
         raise DistsUnavailable(f"DISTS is n/a: {' and '.join(missing)} not in {cache}; {why}; see the README's DISTS "
                                "section")
     try:
