@@ -21,6 +21,7 @@ import typer
 
 from . import __version__
 from . import bound_check as checks
+from . import report
 from .analyses import ANALYSES, describe_plan, run_analyses
 from ._io import os_error_reason, writable_directory
 from .checkpoint import read_checkpoint
@@ -123,9 +124,6 @@ def models(
     emit(table, fmt, {"params": lambda v: f"{v / 1e6:.2f}M", **flops})
 
 
-PROBE_TABLE_COLUMNS = ("site", "depth", "kind", "channels", "surviving", "dead", "erank", "srank", "cka_input",
-                       "recon_r2", "ssim_input", "dists_input")
-
 # options that the probe and the bound-check share
 MODEL_ARGS = typer.Option([], "--model-arg", help="A model option as KEY=VALUE, repeatable (e.g. "
                                                   "downsample_block=original, act=gelu, stem=cifar).")
@@ -189,12 +187,11 @@ def probe(
                model_kwargs=net.spec.kwargs, checkpoint=str(checkpoint) if checkpoint else None,
                image_size=images.image_size)
 
+    shown = report.view(frame) if fmt is OutputFormat.table else frame
+    emit(shown, fmt, {c: _number for c in shown.columns if shown[c].dtype.kind == "f"})
     if fmt is OutputFormat.table:
-        frame = frame[[c for c in PROBE_TABLE_COLUMNS if c in frame]]
-    numeric = {c: _number for c in frame.columns if frame[c].dtype.kind == "f"}
-    emit(frame, fmt, numeric)
-    if fmt is OutputFormat.table:
-        typer.echo(f"all columns in {out / 'probe.csv'}; figure in {out / 'probe.png'}")
+        typer.echo("\n".join(["", *report.legend(shown), "", *report.summary(frame, net.spec.name),
+                               f"all columns in {out / 'probe.csv'}; figure in {out / 'probe.png'}"]))
 
 
 @app.command("bound-check")

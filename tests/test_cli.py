@@ -77,7 +77,8 @@ def test_probe_plain34_offline_writes_one_row_per_relu_and_its_files(capsys, tmp
     assert (tmp_path / "probe.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     config = json.loads((tmp_path / "probe_config.json").read_text())
     assert config["calibrated_bn"] and config["data"] == "synthetic" and config["config"]["num_images"] == 16
-    assert "layer4.2.act2" in out and "cka_input" in out and "n/a" in out  # DISTS unavailable here
+    assert "layer4.2.act2" in out and "cka_input" in out and "dists_input" not in out  # DISTS unavailable here
+    assert "compare: dissipate probe --model resnet34" in out
     assert err.count("note: DISTS is n/a") == 1
 
 
