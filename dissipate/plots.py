@@ -34,10 +34,20 @@ def _probe_panels(frame: pd.DataFrame) -> list[tuple[str, pd.Series, str | None]
 
 
 def plot_probe(frame: pd.DataFrame, path: str | os.PathLike, title: str | None = None) -> None:
-    """The probe's main columns against depth, one panel each, each site coloured by its kind."""
+    """The probe's main columns against depth, one panel each, each site coloured by its kind (see
+    `probe_figure`), written to `path` as PNG; nothing without a column to draw."""
+    figure = probe_figure(frame, title)
+    if figure is not None:
+        atomic_write(path, lambda f: figure.savefig(f, format="png", dpi=110))
+
+
+def probe_figure(frame: pd.DataFrame, title: str | None = None) -> Figure | None:
+    """The figure of `plot_probe`. Every panel's quantity lies in [0, 1] (R^2 and CKA can dip below 0), so each
+    axis spans at least 0 to 1: a surviving fraction of 0.49 to 0.51 is drawn as the flat line it is, not as
+    structure."""
     panels = _probe_panels(frame)
     if not panels:
-        return
+        return None
     columns = 2 if len(panels) in (2, 4) else min(len(panels), 3)
     rows = -(-len(panels) // columns)
     figure = Figure(figsize=(4.2 * columns, 3.2 * rows), layout="constrained")
@@ -51,6 +61,8 @@ def plot_probe(frame: pd.DataFrame, path: str | os.PathLike, title: str | None =
                 axis.scatter(depth[chosen], values.to_numpy()[chosen], s=14, color=colour, label=kind, zorder=2)
         if reference and reference in frame and frame[reference].notna().any():
             axis.axhline(frame[reference].iloc[0], color="crimson", linestyle="--", linewidth=1, label="noise level")
+        low, high = np.nanmin(values.to_numpy(dtype=float)), np.nanmax(values.to_numpy(dtype=float))
+        axis.set_ylim(min(0.0, low) - 0.02, max(1.0, high) + 0.02)
         axis.set_title(label, fontsize=10)
         axis.set_xlabel("activation site (depth)")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -59,7 +71,7 @@ def plot_probe(frame: pd.DataFrame, path: str | os.PathLike, title: str | None =
         axis.set_visible(False)
     axes[0].legend(fontsize=8)
     figure.suptitle(title or f"{frame.attrs.get('model', '')} on {frame.attrs.get('data', '')}")
-    atomic_write(path, lambda f: figure.savefig(f, format="png", dpi=110))
+    return figure
 
 
 def plot_bound_check(frame: pd.DataFrame, path: str | os.PathLike, title: str | None = None) -> None:

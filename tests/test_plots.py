@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from dissipate.plots import _probe_panels, plot_bound_check, plot_probe
+from dissipate.plots import _probe_panels, plot_bound_check, plot_probe, probe_figure
 
 
 def probe_frame(with_dists: bool) -> pd.DataFrame:
@@ -21,6 +21,16 @@ def test_probe_figure_has_a_panel_per_available_column(tmp_path):
     panels = _probe_panels(probe_frame(True))
     assert panels[-1][0] == "DISTS(input, read-out)" and panels[-1][2] == "dists_noise"
     assert (panels[1][1] == 0.5).all()  # erank / channels
+
+
+def test_every_probe_panel_spans_at_least_zero_to_one_so_noise_is_not_drawn_as_structure():
+    frame = probe_frame(True).assign(surviving=0.5 + 0.005 * np.sin(np.arange(6)), recon_r2=-0.3)
+    axes = [axis for axis in probe_figure(frame).axes if axis.get_visible()]
+    assert len(axes) == 5
+    for axis in axes:
+        low, high = axis.get_ylim()
+        assert low <= 0 and high >= 1, (axis.get_title(), low, high)
+    assert axes[3].get_ylim()[0] < -0.3  # a negative R^2 stays in view
 
 
 def test_probe_figure_is_written_as_png(tmp_path):

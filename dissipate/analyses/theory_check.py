@@ -84,7 +84,8 @@ def draw(frame: pd.DataFrame) -> Figure:
                 axis.scatter(group[x], group[y], s=12, alpha=0.7, color=FAMILY_COLOURS.get(family, "#2ca02c"),
                              gid=family, label=f"{FAMILY_LABELS.get(family, family)} site")
             low, high = np.nanmin(rows[[x, y]].to_numpy()), np.nanmax(rows[[x, y]].to_numpy())
-            axis.plot([low, high], [low, high], color="black", linewidth=0.8, label="measured = predicted")
+            axis.plot([low, high], [low, high], color="black", linewidth=0.8,
+                      label="measured = bound" if x == "surv_bound" else "measured = predicted")
             axis.grid(alpha=0.3)
         verdict = verdicts(rows)
         failed = rows[not_holding(rows)]

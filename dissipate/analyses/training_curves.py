@@ -69,7 +69,7 @@ def draw(frame: pd.DataFrame) -> Figure:
             axis.grid(alpha=0.3)
         loss.legend(fontsize=7)
     epochs = int(frame["epoch"].max())
-    return finish_figure(figure, "Training: deep plain nets fall behind, residual and PNNH nets do not",
+    return finish_figure(figure, "Training curves: loss and test accuracy per epoch",
                          caption_line(frame, f"{epochs} epochs; train loss is the mean over each epoch's batches"))
 
 
