@@ -7,6 +7,16 @@ from dissipate.cli import main
 ACTIVATION_TYPES = (torch.nn.ReLU, torch.nn.GELU, torch.nn.SiLU)
 
 
+class Exploit:
+    """An object whose unpickling creates the file `victim`: what a hostile weight file holds."""
+
+    def __init__(self, victim):
+        self.victim = victim
+
+    def __reduce__(self):
+        return (open, (str(self.victim), "w"))
+
+
 def randomize_batchnorm(model: torch.nn.Module) -> None:
     """Give every BN non-trivial running statistics and affine parameters, so eval-mode comparisons mean something."""
     for module in model.modules():

@@ -12,7 +12,7 @@ from dissipate.checkpoint import load_model, read_checkpoint, save_checkpoint
 from dissipate.errors import CheckpointError, InvalidArgumentError
 from dissipate.models import create_model
 
-from .helpers import randomize_batchnorm
+from .helpers import Exploit, randomize_batchnorm
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -47,12 +47,7 @@ def test_bare_state_dict_needs_and_takes_a_model_name(tmp_path):
 
 def test_pickle_that_would_run_code_is_refused(tmp_path):
     victim = tmp_path / "created_by_pickle"
-
-    class Exploit:
-        def __reduce__(self):
-            return (open, (str(victim), "w"))
-
-    torch.save({"state_dict": Exploit()}, tmp_path / "evil.pt")
+    torch.save({"state_dict": Exploit(victim)}, tmp_path / "evil.pt")
     with pytest.raises(CheckpointError, match="refusing to load .*could run code"):
         read_checkpoint(tmp_path / "evil.pt")
     assert not victim.exists()

@@ -16,7 +16,7 @@ from dissipate.checkpoint import load_model, read_checkpoint, save_checkpoint
 from dissipate.errors import CheckpointError
 from dissipate.models import create_model
 from dissipate.train import TrainConfig, train
-from tests.helpers import run_cli
+from tests.helpers import Exploit, run_cli
 from tests.test_data import write_idx
 from tests.test_train import TINY
 
@@ -232,15 +232,10 @@ def test_a_hostile_cifar_pickle_is_never_unpickled(tmp_path):
     from dissipate.data import DatasetNotFoundError, load_data
 
     victim = tmp_path / "created_by_pickle"
-
-    class Exploit:
-        def __reduce__(self):
-            return (open, (str(victim), "w"))
-
     base = tmp_path / "cifar-10-batches-py"
     base.mkdir()
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
-        (base / name).write_bytes(pickle.dumps({"data": Exploit(), "labels": [0]}))
+        (base / name).write_bytes(pickle.dumps({"data": Exploit(victim), "labels": [0]}))
     with pytest.raises(DatasetNotFoundError, match="is damaged there"):
         load_data("cifar10", root=tmp_path, download=False)
     assert not victim.exists()

@@ -10,6 +10,7 @@ import torch
 
 from dissipate._io import atomic_write, load_weights, writable_directory
 from dissipate.errors import CheckpointError, InvalidArgumentError
+from tests.helpers import Exploit
 
 
 def test_atomic_write_replaces_the_file_whole(tmp_path):
@@ -68,12 +69,7 @@ def test_new_files_get_the_usual_permissions(tmp_path):
 
 def test_weight_files_are_read_without_unpickling_code(tmp_path):
     victim = tmp_path / "created_by_pickle"
-
-    class Exploit:
-        def __reduce__(self):
-            return (open, (str(victim), "w"))
-
-    torch.save({"w": Exploit()}, tmp_path / "evil.pt")
+    torch.save({"w": Exploit(victim)}, tmp_path / "evil.pt")
     (tmp_path / "noise.pt").write_bytes(bytes(range(256)) * 8)
     with pytest.raises(CheckpointError, match=r"refusing to load .*evil\.pt: it holds Python objects"):
         load_weights(tmp_path / "evil.pt")

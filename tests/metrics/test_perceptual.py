@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from dissipate.metrics import DISTS_FILES, DistsUnavailable, load_dists, ssim_per_image
+from tests.helpers import Exploit
 
 
 def test_ssim_is_one_for_identical_images_and_lower_for_noise():
@@ -64,20 +65,12 @@ def test_dists_matches_piqs_own_constructor_on_the_same_files(monkeypatch, dists
     assert torch.allclose(ours(x, y), theirs(x, y), atol=1e-6)
 
 
-class _Exploit:
-    def __init__(self, victim):
-        self.victim = victim
-
-    def __reduce__(self):
-        return (open, (str(self.victim), "w"))
-
-
 @pytest.mark.parametrize("hostile", list(DISTS_FILES))
 def test_a_dists_weight_file_that_would_run_code_is_refused_unrun(monkeypatch, tmp_path, dists_torch_home, hostile):
     home = tmp_path / "home"
     shutil.copytree(dists_torch_home, home)
     victim = tmp_path / "created_by_pickle"
-    torch.save({"alpha": _Exploit(victim)}, home / "hub" / "checkpoints" / hostile)
+    torch.save({"alpha": Exploit(victim)}, home / "hub" / "checkpoints" / hostile)
     monkeypatch.setenv("TORCH_HOME", str(home))
     with pytest.raises(DistsUnavailable, match="do not load .*could run code"):
         load_dists(download=False)
