@@ -1,6 +1,6 @@
 """Checkpoints: plain `torch.save` dicts, written atomically and read with `weights_only=True` only.
 
-Format (DESIGN.md section 5)::
+Format (the README's Checkpoints section)::
 
     {"format": "dissipate", "version": 1, "model": name, "model_kwargs": {...}, "state_dict": ...,
      "num_classes": ..., "in_chans": ..., "dataset": ..., "epoch": ..., "metrics": {...}}
@@ -46,7 +46,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, dataset: str |
     if reserved:
         raise InvalidArgumentError(f"save_checkpoint sets {', '.join(reserved)} itself; pass other names in extra")
     if spec is None:
-        raise InvalidArgumentError("save_checkpoint needs a model made by create_model, which records how to rebuild it")
+        raise InvalidArgumentError("save_checkpoint needs a model made by create_model, which records how to "
+                                   "rebuild it")
     checkpoint = {"format": FORMAT, "version": VERSION, "model": spec.name, "model_kwargs": dict(spec.kwargs),
                   "state_dict": model.state_dict(), "num_classes": spec.num_classes, "in_chans": spec.in_chans,
                   "dataset": dataset, "epoch": epoch, "metrics": dict(metrics or {}), **extra}

@@ -340,7 +340,7 @@ def figures(
     device: str = DEVICE,
     data_dir: Optional[Path] = DATA_DIR,
 ) -> None:
-    """Run the analyses (reusing cached results in --out) and render the figure set of DESIGN.md section 7."""
+    """Run the analyses (reusing cached results in --out) and render the figure set (the README's Figures section)."""
     formats = ("png", "pdf") if pdf else ("png",)
     if dry_run:
         typer.echo("\n".join(describe_plan(only, preset, out, formats)))

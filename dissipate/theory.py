@@ -1,4 +1,5 @@
-"""The dissipating-inputs theory in the form the project implements (DESIGN.md section 1), and its Monte Carlo check.
+"""The dissipating-inputs theory in the form the project implements (the README's Theory section), and its Monte
+Carlo check.
 
 The paper's text was not available in full: the statements below are rebuilt from its abstract and from reports of
 it. The moments and the route through Cantelli's inequality are as reported; the exact symbols are ours. Code and

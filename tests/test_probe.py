@@ -123,7 +123,7 @@ def test_dists_runs_with_the_weight_files(monkeypatch, dists_torch_home):
 def test_plain34_keeps_less_of_the_input_than_resnet34_and_pnnh34():
     """At initialisation on 256 synthetic images (the offline default). Measured (seed 0): last site cka_input
     plain34 0.087, resnet34 0.169, pnnh34 0.044; recon_r2 0.002, 0.011, 0.002. So resnet34 keeps about twice as much
-    at the last site. pnnh34 does not: with DESIGN's default plain downsampling blocks, each stage transition loses
+    at the last site. pnnh34 does not: with the default plain downsampling blocks, each stage transition loses
     what its PNNH blocks keep, and by the last site it is at plain34's level. Where PNNH blocks have carried the
     input through a whole stage (layer2.3.act2) it keeps clearly more: cka_input 0.308 against 0.197, recon_r2
     0.183 against 0.027. The margins below are about half of the measured gaps."""
