@@ -332,8 +332,9 @@ def figures(
     preset: str = typer.Option("cpu", help="smoke (seconds), cpu (about 25 minutes on 2 cores) or paper (a GPU)."),
     only: List[str] = typer.Option([], "--only", help="Analyses to run, comma-separated or repeated [default: all]: "
                                                       + ", ".join(ANALYSES) + "."),
-    out: Path = typer.Option(Path("figures"), help="Folder for the figures and CSVs; the cache of runs and probes "
-                                                   "goes in OUT/cache."),
+    out: Path = typer.Option(Path("figures-out"), help="Folder for the figures and CSVs; the cache of runs and "
+                                                       "probes goes in OUT/cache. The repository's committed figures "
+                                                       "are regenerated with --out figures."),
     force: bool = typer.Option(False, "--force", help="Recompute instead of reusing cached runs, probes and results."),
     pdf: bool = typer.Option(False, "--pdf", help="Write each figure as PDF too."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (runs, epochs, probes, outputs) and exit."),

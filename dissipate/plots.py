@@ -69,9 +69,16 @@ def probe_figure(frame: pd.DataFrame, title: str | None = None) -> Figure | None
         axis.grid(alpha=0.3)
     for axis in axes[len(panels):]:
         axis.set_visible(False)
-    axes[0].legend(fontsize=8)
+    _figure_legend(figure, axes, columns=6)
     figure.suptitle(title or f"{frame.attrs.get('model', '')} on {frame.attrs.get('data', '')}")
     return figure
+
+
+def _figure_legend(figure: Figure, axes, columns: int) -> None:
+    """One legend under the figure, for every label in its panels (once each), where it covers no point."""
+    legend = {label: handle for axis in axes for handle, label in zip(*axis.get_legend_handles_labels(), strict=True)}
+    figure.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=min(len(legend), columns),
+                  fontsize=8)
 
 
 def plot_bound_check(frame: pd.DataFrame, path: str | os.PathLike, title: str | None = None) -> None:
@@ -95,20 +102,20 @@ def plot_bound_check(frame: pd.DataFrame, path: str | os.PathLike, title: str | 
         if failed.any():
             axis.scatter(position[failed], group["surv_meas"].to_numpy()[failed], s=90, facecolors="none",
                          edgecolors="crimson", label="below the bound", zorder=4)
-        axis.axhline(0.5, color="0.6", linestyle=":", linewidth=1)
+        axis.axhline(0.5, color="0.6", linestyle=":", linewidth=1, label="1/2 (a plain site)")
         axis.set_ylim(-0.02, 1.02)
-        axis.set_title(f"{model} ({level})", fontsize=10)
+        if len(groups) > 1:  # one panel is named by the figure's title
+            axis.set_title(f"{model} ({level})", fontsize=10)
         axis.set_xlabel("site (forward order)")
         axis.set_ylabel("fraction of pre-activations > 0")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
     for axis in axes[len(groups):]:
         axis.set_visible(False)
-    legend = {label: handle for axis in axes for handle, label in zip(*axis.get_legend_handles_labels(), strict=True)}
-    figure.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=min(len(legend), 5), fontsize=8)
+    _figure_legend(figure, axes, columns=2 * columns)
     figure.suptitle(title or "surviving fraction against its bound")
     suffix = os.path.splitext(path)[1].lstrip(".").lower() or "png"
-    atomic_write(path, lambda f: figure.savefig(f, format=suffix, dpi=110))
+    atomic_write(path, lambda f: figure.savefig(f, format=suffix, dpi=110, bbox_inches="tight"))
 
 
 # -- the analyses' figures (dissipate.analyses): one colour per family across every figure --------------------------

@@ -6,7 +6,7 @@ returns its tidy result frame (one row per model, site or epoch), and `draw(fram
 the plan; `headline(frame)` gives its main numbers in a line or two.
 
     from dissipate.analyses import run_analyses
-    reports = run_analyses(["training_curves"], preset="cpu", out="figures")
+    reports = run_analyses(["training_curves"], preset="cpu", out="figures-out")
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run_analyses(names: Iterable[str] | None = None, preset: str = "cpu", out: str | os.PathLike = "figures",
+def run_analyses(names: Iterable[str] | None = None, preset: str = "cpu", out: str | os.PathLike = "figures-out",
                  force: bool = False, formats: tuple[str, ...] = ("png",), device: str = "auto",
                  data_dir: str | None = None, progress: Progress | None = None,
                  say: Callable[[str], None] = _stderr) -> list[Report]:
@@ -97,7 +97,7 @@ def run_analyses(names: Iterable[str] | None = None, preset: str = "cpu", out: s
     return reports
 
 
-def describe_plan(names: Iterable[str] | None = None, preset: str = "paper", out: str | os.PathLike = "figures",
+def describe_plan(names: Iterable[str] | None = None, preset: str = "paper", out: str | os.PathLike = "figures-out",
                   formats: tuple[str, ...] = ("png",)) -> list[str]:
     """The plan of a preset, without running it: the training runs (each once, however many analyses share it), the
     probes, the other measurements, and the files each analysis writes."""

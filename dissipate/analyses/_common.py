@@ -95,6 +95,15 @@ def family_models(families: tuple[str, ...], depths: tuple[int, ...]) -> tuple[V
     return variants(*(f"{family}{depth}" for depth in depths for family in families))
 
 
+def block_outputs(frame: pd.DataFrame) -> pd.Series:
+    """Whether each site of a probe table is its block's output: the last site under its parent module, per model
+    and state (layer1.0.act2 of layer1.0's act1 and act2; the stem's act1, which has no sibling). Inner sites are
+    not comparable with outputs: a PNNH block's inner activation holds the learner's C channels and the code's 2k
+    channels, half of them zero, so its rank per channel is 0.47 to 0.67 where its block's output is 0.83 to 0.91
+    (pnnh20 at initialisation), and a curve through both zig-zags."""
+    parent = frame["site"].str.rpartition(".")[0]
+    return ~frame[["state", "model"]].assign(parent=parent).duplicated(keep="last")
+
 
 def digest(settings: object) -> str:
     """A short stable hash of `settings` (JSON-able): what names a cached run or probe."""
@@ -241,10 +250,11 @@ class Context:
 
     def result(self, analysis) -> tuple[pd.DataFrame, bool]:
         """(analysis's result frame, whether it came from the cache): NAME.csv when it was computed with these
-        settings, else computed now and written."""
+        settings and columns, else computed now (from the cached runs and probes) and written."""
         path, stamp = self.out / f"{analysis.NAME}.csv", self.cache / f"{analysis.NAME}.json"
         settings = json.dumps({"preset": self.preset, "recipe": dataclasses.asdict(self.recipe),
-                               "settings": dataclasses.asdict(analysis.PRESETS[self.preset])},
+                               "settings": dataclasses.asdict(analysis.PRESETS[self.preset]),
+                               "columns": analysis.COLUMNS},  # a table of an older layout is recomputed
                               sort_keys=True, default=str)
         cached = path.is_file() and stamp.is_file() and stamp.read_text() == settings
         if not self._stale(analysis.NAME, cached):

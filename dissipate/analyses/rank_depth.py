@@ -1,5 +1,6 @@
-"""Figure 3, rank against depth: the effective rank of each site's features (over channels), per layer, and at the
-last site against the depth of the net. A net that loses its input also loses the directions it spanned.
+"""Figure 3, rank against depth: the effective rank of each block output's features (over channels), block by block,
+and at the last site against the depth of the net. A net that loses its input also loses the directions it spanned.
+The table keeps every site; `block_output` marks the ones drawn.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ from matplotlib.figure import Figure
 from ..plots import (FAMILY_COLOURS, FAMILY_LABELS, caption_line, draw_site_curves, family_depth_legend, finish_figure,
                      plain_log_axis)
 from ..models.resnet import CIFAR_DEPTHS
-from ._common import COMPARED, COMPARED_DEPTHS, Context, Variant, family_models
+from ._common import COMPARED, COMPARED_DEPTHS, Context, Variant, block_outputs, family_models
 
 NAME = "rank_depth"
-DESCRIPTION = "effective rank of the features per layer, and at the last layer against the net's depth"
+DESCRIPTION = "effective rank of each block's output, block by block, and at the last site against the net's depth"
 COLUMNS = ("preset", "dataset", "state", "model", "family", "model_depth", "site", "layer", "kind", "channels",
-           "erank", "nrank", "srank", "erank_per_channel")
+           "erank", "nrank", "srank", "erank_per_channel", "block_output")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ def compute(ctx: Context) -> pd.DataFrame:
     tables = [ctx.probe_table(variant, state) for variant, state in probes(ctx.preset)]
     frame = pd.concat(tables, ignore_index=True)  # concat drops the None of a run that diverged
     frame["erank_per_channel"] = frame["erank"] / frame["channels"]
+    frame["block_output"] = block_outputs(frame)
     return frame.reindex(columns=list(COLUMNS))
 
 
@@ -50,13 +52,15 @@ def draw(frame: pd.DataFrame) -> Figure:
     states = [s for s in ("init", "trained") if (frame["state"] == s).any()]
     figure = Figure(figsize=(4.6 * (len(states) + 1), 3.8), layout="constrained")
     axes = figure.subplots(1, len(states) + 1, squeeze=False)[0]
-    panels = [frame[(frame["state"] == s) & frame["model_depth"].isin(CIFAR_DEPTHS)] for s in states]  # one x scale
+    outputs = frame[frame["block_output"] & frame["model_depth"].isin(CIFAR_DEPTHS)]  # the CIFAR set: one x scale
+    outputs = outputs.assign(layer=outputs.groupby(["state", "model"]).cumcount() + 1)
+    panels = [outputs[outputs["state"] == s] for s in states]
     styles = family_depth_legend(figure, panels)
     for axis, state, rows, style in zip(axes, states, panels, styles, strict=False):
         draw_site_curves(axis, rows, "erank_per_channel", style)
         axis.set_title(f"{'at initialisation' if state == 'init' else 'trained'} on {rows['dataset'].iloc[0]}",
                        fontsize=9)
-        axis.set_xlabel("activation site (layers from the input)")
+        axis.set_xlabel("block output (blocks from the input; the stem is 1)")
         axis.set_ylabel("effective rank / channels (fraction)")
         axis.grid(alpha=0.3)
     last = frame.groupby(["state", "model"], sort=False).tail(1)

@@ -1,5 +1,7 @@
 """Figure 4, training curves: train loss and test accuracy against epoch, plain vs residual vs PNNH at each depth.
-He et al.'s degradation: a deeper plain net ends with a higher training loss, where residual (and PNNH) nets do not.
+He et al.'s degradation, where it happens, shows here: a deeper plain net ending with a higher training loss than a
+shallower one, where residual (and PNNH) nets do not. The figure's titles name what is plotted; the headline gives
+the numbers.
 """
 
 from __future__ import annotations
@@ -8,8 +10,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-from ..plots import FAMILY_COLOURS, FAMILY_LABELS, caption_line, finish_figure
+from ..plots import FAMILY_COLOURS, caption_line, finish_figure
 from ..train import LOG_COLUMNS
 from ._common import COMPARED, COMPARED_DEPTHS, Context, Variant, family_models
 
@@ -54,8 +57,7 @@ def draw(frame: pd.DataFrame) -> Figure:
         loss, accuracy = axes[0, column], axes[1, column]
         for model, rows in frame[frame["model_depth"] == depth].groupby("model", sort=False):
             family = rows["family"].iloc[0]
-            style = dict(color=FAMILY_COLOURS[family], gid=family, marker="o", markersize=3,
-                         label=f"{model} ({FAMILY_LABELS[family]})")
+            style = dict(color=FAMILY_COLOURS[family], gid=family, marker="o", markersize=3, label=model)
             loss.plot(rows["epoch"], rows["train_loss"], **style)
             accuracy.plot(rows["epoch"], 100 * rows["test_acc"], **style)
             for epoch in rows.loc[rows["status"] == "diverged", "epoch"]:  # marked at the top of the panel
@@ -66,6 +68,7 @@ def draw(frame: pd.DataFrame) -> Figure:
         accuracy.set_ylabel("test accuracy (%)" if column == 0 else "")
         for axis in (loss, accuracy):
             axis.set_xlabel("epoch (passes over the training set)")
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
             axis.grid(alpha=0.3)
         loss.legend(fontsize=7)
     epochs = int(frame["epoch"].max())
