@@ -1,4 +1,4 @@
-"""The bound-check (the README's Theory section): Theorem 3.2's moments and Theorem 3.3's bound against measurement.
+"""The bound-check (docs/design.md, section 1): Theorem 3.2's moments and Theorem 3.3's bound against measurement.
 
 Three levels, named in every row's `level`:
 - "monte-carlo": random layers (`theory.monte_carlo`); a row that does not hold is a bug.

@@ -1,6 +1,6 @@
 """Checkpoints: plain `torch.save` dicts, written atomically and read with `weights_only=True` only.
 
-Format (the README's Checkpoints section)::
+Format (docs/design.md, section 5)::
 
     {"format": "dissipate", "version": 1, "model": name, "model_kwargs": {...}, "state_dict": ...,
      "num_classes": ..., "in_chans": ..., "dataset": ..., "epoch": ..., "metrics": {...}}

@@ -329,7 +329,7 @@ def train(
 
 @app.command()
 def figures(
-    preset: str = typer.Option("cpu", help="smoke (seconds), cpu (about 25 minutes on 2 cores) or paper (a GPU)."),
+    preset: str = typer.Option("cpu", help="smoke (seconds), cpu (about 25 minutes on 2 idle cores) or paper (a GPU)."),
     only: List[str] = typer.Option([], "--only", help="Analyses to run, comma-separated or repeated [default: all]: "
                                                       + ", ".join(ANALYSES) + "."),
     out: Path = typer.Option(Path("figures-out"), help="Folder for the figures and CSVs; the cache of runs and "
@@ -341,7 +341,7 @@ def figures(
     device: str = DEVICE,
     data_dir: Optional[Path] = DATA_DIR,
 ) -> None:
-    """Run the analyses (reusing cached results in --out) and render the figure set (the README's Figures section)."""
+    """Run the analyses (reusing cached results in --out) and render the figure set (docs/design.md, section 6)."""
     formats = ("png", "pdf") if pdf else ("png",)
     if dry_run:
         typer.echo("\n".join(describe_plan(only, preset, out, formats)))

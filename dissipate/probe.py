@@ -1,7 +1,7 @@
 """The probe: how much of the input survives at every activation site of a model.
 
 data -> model -> recorder -> metrics -> DataFrame. `probe(model, data)` returns one row per site, identity columns
-first (site, depth, kind, module, channels), then the metric columns of the README's table:
+first (site, depth, kind, module, channels), then the metric columns of the design's table (docs/design.md, section 3):
 
 - survival (of the pre-activation): surviving, dead, always_on
 - moments: pre_mean, pre_var (the pre-activation); in_mean, in_var, in_s2 (the layer's input, taken as the previous

@@ -1,4 +1,4 @@
-"""The dissipating-inputs theory in the form the project implements (the README's Theory section), and its Monte
+"""The dissipating-inputs theory in the form the project implements (docs/design.md, section 1), and its Monte
 Carlo check.
 
 The paper's text was not available in full: the statements below are rebuilt from its abstract and from reports of

@@ -1,4 +1,4 @@
-"""Training (the README's Training section): one loop for every model and dataset, on the CPU, one GPU or many (DDP).
+"""Training (docs/design.md, section 5): one loop for every model and dataset, on the CPU, one GPU or many (DDP).
 
 SGD with momentum and nesterov, a linear warm-up then a cosine decay to 0, stepped per batch, and optional label
 smoothing. The defaults are the standard CIFAR ResNet recipe: lr 0.1, momentum 0.9, weight decay 5e-4, batch 128,

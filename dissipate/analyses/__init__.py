@@ -1,4 +1,4 @@
-"""The analyses behind `dissipate figures` (the README's Figures section): one module per figure or table.
+"""The analyses behind `dissipate figures` (docs/design.md, section 6): one module per figure or table.
 
 Each module defines NAME, DESCRIPTION, PRESETS (its settings for "smoke", "cpu" and "paper"), `compute(ctx)`, which
 returns its tidy result frame (one row per model, site or epoch), and `draw(frame)`, which returns its figure

@@ -1,7 +1,8 @@
 """PNNH: plain nets whose layers carry a code of their input across the non-linearity.
 
 The paper reports a learner (the ordinary conv path) and a weight-sharing coder inside each layer. Its equations
-were not available, so this is the project's reconstruction (README, PNNH), for a stride-1 block on C channels:
+were not available, so this is the project's reconstruction (docs/design.md, section 2), for a stride-1 block on C
+channels:
 
     u      = E x                                  coder encoder: 1x1, C -> k, no bias
     h      = act(BN1(W1 * x))                     learner, first layer (width m)
