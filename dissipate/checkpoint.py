@@ -20,7 +20,8 @@ from torch import nn
 
 from ._io import atomic_write, load_weights
 from .errors import CheckpointError, InvalidArgumentError
-from .models import MAX_CHANNELS, MAX_CLASSES, check_options, create_model
+from .models import MAX_CHANNELS, MAX_CLASSES, check_options, create_model, external_source
+from .models.external import head_classes
 
 FORMAT = "dissipate"
 VERSION = 1
@@ -98,6 +99,8 @@ def model_from_checkpoint(checkpoint: dict, name: str | None = None, source: str
     if checkpoint["format"] is None:
         if name is None:
             raise CheckpointError(f"{source} holds a bare state_dict; name the model it belongs to (--model)")
+        if external_source(name):  # another library's model: the weights decide its head, not the data
+            model_kwargs = {**model_kwargs, "num_classes": head_classes(checkpoint["state_dict"], name)}
         model = create_model(name, **model_kwargs)
     else:
         if name is not None and name != checkpoint["model"]:

@@ -27,7 +27,8 @@ from ._io import os_error_reason, writable_directory
 from .checkpoint import read_checkpoint
 from .data import DATASETS, load_data
 from .errors import DissipateError, InvalidArgumentError
-from .models import get_model_entry, model_table, select_models
+from .models import external_source, get_model_entry, model_table, select_models
+from .models.external import hub_weights
 from .plots import plot_bound_check
 from .probe import METRICS, ProbeConfig, ProbeNotice, probe_model, save_probe
 from .probe import probe as run_probe
@@ -133,6 +134,23 @@ IMAGE_SIZE = typer.Option(None, help="Resize images to this size [default: the d
 BATCH_SIZE = typer.Option(64, help="Images per forward pass (and per minibatch of the CKA).")
 DEVICE = typer.Option("auto", help="auto, cpu or cuda.")
 FORMAT = typer.Option(OutputFormat.table, "--format", help="Output format on stdout.")
+WEIGHTS = typer.Option(None, help="Weights of a torchvision:, timm: or module: model: a state_dict file (read with "
+                                  "weights_only), or a torchvision weight name (IMAGENET1K_V1, DEFAULT) whose file is "
+                                  "in torch's hub cache [default: at initialisation].")
+MODEL_HELP = ("Model: a name from `dissipate models`, torchvision:NAME, timm:NAME or module:PACKAGE.MODULE:FACTORY; "
+              "a dissipate checkpoint names its own.")
+
+
+def weights_file(model: str | None, checkpoint: Path | None, weights: str | None) -> Path | None:
+    """The file of --checkpoint, or of --weights (a file, or a torchvision weight name found in the hub cache)."""
+    if weights is None:
+        return checkpoint
+    if checkpoint is not None:
+        raise InvalidArgumentError("give --checkpoint (a dissipate checkpoint) or --weights, not both")
+    if model is None or not external_source(model):
+        raise InvalidArgumentError("--weights is for torchvision:, timm: and module: models; dissipate's own take "
+                                   "--checkpoint")
+    return Path(weights) if Path(weights).is_file() else hub_weights(model, weights)
 
 
 def load_model_and_data(model: str | None, model_args: Iterable[str], checkpoint: Path | None, data: str,
@@ -146,7 +164,8 @@ def load_model_and_data(model: str | None, model_args: Iterable[str], checkpoint
                                        "own)")
         model = saved["model"]
     options = parse_model_args(model_args)
-    get_model_entry(model)  # an unknown name fails here, with suggestions, before any data is loaded
+    if not external_source(model):
+        get_model_entry(model)  # an unknown name fails here, with suggestions, before any data is loaded
     images = load_data(data, image_size=image_size, in_chans=saved.get("in_chans") if saved else None,
                        length=num_images, root=data_dir, seed=seed)
     return probe_model(model, images, saved, str(checkpoint), seed, **options), images
@@ -154,11 +173,11 @@ def load_model_and_data(model: str | None, model_args: Iterable[str], checkpoint
 
 @app.command()
 def probe(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (see `dissipate models`); a "
-                                                                    "dissipate checkpoint names its own."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     model_args: List[str] = MODEL_ARGS,
     checkpoint: Optional[Path] = typer.Option(None, help="A dissipate checkpoint, or a bare state_dict of --model; "
                                                          "without one the model is probed at initialisation."),
+    weights: Optional[str] = WEIGHTS,
     data: str = DATA,
     data_dir: Optional[Path] = DATA_DIR,
     image_size: Optional[int] = IMAGE_SIZE,
@@ -173,6 +192,7 @@ def probe(
                                      "and the DISTS noise reference."),
 ) -> None:
     """How much of the input survives at every activation site: one row per site, printed and saved in --out."""
+    checkpoint = weights_file(model, checkpoint, weights)
     config = ProbeConfig(metrics=tuple(metrics), num_images=num_images, batch_size=batch_size, device=device,
                          seed=seed, calibrate_bn=checkpoint is None)
     writable_directory(out, "--out")  # before the probe's minutes, not after
@@ -198,10 +218,11 @@ def probe(
 def bound_check(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Check this model's sites (level 2, at "
                                                                     "initialisation); without it, the Monte Carlo "
-                                                                    "level."),
+                                                                    "level. " + MODEL_HELP),
     model_args: List[str] = MODEL_ARGS,
     checkpoint: Optional[Path] = typer.Option(None, help="Check a trained network (level 3): its violations are "
                                                          "findings and leave the exit code at 0."),
+    weights: Optional[str] = WEIGHTS,
     data: str = DATA,
     data_dir: Optional[Path] = DATA_DIR,
     image_size: Optional[int] = IMAGE_SIZE,
@@ -217,6 +238,7 @@ def bound_check(
 ) -> None:
     """Theorem 3.2's moments and Theorem 3.3's bound against measurement. Exit 0 when every bound that must hold
     holds (Monte Carlo, and networks at initialisation), 1 when one does not, 2 on bad usage."""
+    checkpoint = weights_file(model, checkpoint, weights)
     if out is not None:
         if out.suffix.lower() not in (".png", ".pdf"):
             raise InvalidArgumentError(f"--out names the figure to write, a .png or .pdf file, got {out}")
@@ -301,12 +323,13 @@ def train(
     if out is None:
         if model is None:
             raise InvalidArgumentError("name the model with --model, or the run to resume with --out")
-        out = Path("runs") / f"{model}-{data.partition(':')[0]}"
+        out = Path("runs") / f"{model.replace(':', '-')}-{data.partition(':')[0]}"
     if model is None:
         if not resume:
             raise InvalidArgumentError("name the model to train with --model")
         model = read_resume_point(out)["train_config"]["model"]
-    get_model_entry(model)  # an unknown name fails here, with suggestions, before any data is loaded
+    if not external_source(model):
+        get_model_entry(model)  # an unknown name fails here, with suggestions, before any data is loaded
     config = TrainConfig(model=model, data=data, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, wd=wd,
                          warmup=warmup, label_smoothing=label_smoothing, augment=augment, subset=subset,
                          test_subset=test_subset, image_size=image_size, model_kwargs=parse_model_args(model_args),

@@ -53,8 +53,8 @@ class Site:
 
 
 def site_kind(model: nn.Module, path: str) -> str:
-    """The kind a module declares for the site at `path`: the nearest ancestor with a `site_kinds` dict
-    ({relative path: kind}) naming it; "unknown" for models that declare nothing."""
+    """The kind a module declares for the site at `path` (`relu#1` for a module's second call): the nearest
+    ancestor with a `site_kinds` dict ({relative path: kind}) naming it; "unknown" for models that declare nothing."""
     parts = path.split(".")
     for cut in range(len(parts) - 1, -1, -1):
         ancestor = model.get_submodule(".".join(parts[:cut]))
@@ -91,7 +91,7 @@ class Recording:
         self.calls[path] = count + 1
         name = path if count == 0 else f"{path}#{count}"
         if name not in self.sites:
-            self.sites[name] = Site(name, len(self.sites) + 1, site_kind(self.model, path), type(module).__name__)
+            self.sites[name] = Site(name, len(self.sites) + 1, site_kind(self.model, name), type(module).__name__)
         return self.sites[name]
 
 

@@ -40,6 +40,7 @@ class ModelSpec:
 
 
 _entries: dict[str, ModelEntry] = {}
+_sources: dict[str, Callable[..., nn.Module]] = {}  # "torchvision" -> builder of "torchvision:NAME" (external.py)
 
 
 def register_model(name: str, builder: Callable[..., nn.Module], *, family: str, depth: int,
@@ -48,6 +49,17 @@ def register_model(name: str, builder: Callable[..., nn.Module], *, family: str,
     if name in _entries:
         raise ValueError(f"model {name!r} is registered twice")
     _entries[name] = ModelEntry(name, family, depth, builder, natural_stem)
+
+
+def register_source(prefix: str, builder: Callable[..., nn.Module]) -> None:
+    """Let `create_model` build "PREFIX:NAME" with builder(name, num_classes=, in_chans=, **kwargs)."""
+    _sources[prefix] = builder
+
+
+def external_source(name: str) -> str | None:
+    """The source of a name such as "torchvision:resnet18" ("torchvision"); None for a registry name."""
+    prefix, sep, _ = name.partition(":")
+    return prefix if sep and prefix in _sources else None
 
 
 def _natural_key(name: str) -> list[Any]:
@@ -119,8 +131,17 @@ def create_model(name: str, num_classes: int = 10, in_chans: int = 3, stem: str 
             when both are None the family's own stem is used (cifar for the CIFAR family, imagenet otherwise).
         **kwargs: family options, e.g. `act="gelu"`, or PNNH's `coder_ratio`, `learner_ratio`, `downsample_block`.
 
+    Names of other libraries' models, "torchvision:NAME", "timm:NAME" and "module:PACKAGE.MODULE:FACTORY", are
+    built by `external.create_external` (num_classes=None keeps the library's own head; stem and image size do not
+    apply).
+
     The returned model has a `spec` attribute (a `ModelSpec`) from which `create_model` rebuilds it.
     """
+    source = external_source(name)
+    if source is not None:
+        if stem is not None:
+            raise InvalidArgumentError(f"stem is an option of dissipate's own models, not of {name}")
+        return _sources[source](name, num_classes=num_classes, in_chans=in_chans, **kwargs)
     entry = get_model_entry(name)
     for arg, value, most in (("num_classes", num_classes, MAX_CLASSES), ("in_chans", in_chans, MAX_CHANNELS)):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:

@@ -1,0 +1,142 @@
+"""Models nobody here wrote, by name, wherever `create_model` takes a registry name:
+
+    torchvision:NAME                 torchvision.models.get_model(NAME), e.g. torchvision:resnet18
+    timm:NAME                        timm.create_model(NAME), e.g. timm:vit_tiny_patch16_224 (pip install "dissipate[timm]")
+    module:PACKAGE.MODULE:FACTORY    FACTORY(**options) from an importable module of the user's own
+
+Each is built at initialisation (never with downloaded weights) and then adapted (`adapters.adapt`): the families
+that an adapter knows declare their sites' kinds and theory parts as our own blocks do. `hub_weights` finds a
+torchvision weight enum's file in torch's hub cache, for a probe to load with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import InvalidArgumentError
+from ._registry import MAX_CLASSES, ModelSpec, register_source
+from .adapters import adapt
+
+SOURCES = ("torchvision", "timm", "module")
+TIMM_INSTALL = 'timm is not installed; install it with: pip install "dissipate[timm]"'
+
+
+def _suggest(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _torchvision(name: str, num_classes: int | None, options: dict) -> nn.Module:
+    import torchvision
+
+    known = torchvision.models.list_models()
+    if name not in known:
+        raise InvalidArgumentError(f"torchvision has no model {name!r}{_suggest(name, known)}")
+    return torchvision.models.get_model(name, weights=None, **options, **_classes(num_classes))
+
+
+def _timm(name: str, num_classes: int | None, in_chans: int, options: dict) -> nn.Module:
+    try:
+        with warnings.catch_warnings():  # timm's import touches torch.jit.interface, deprecated in torch 2.9
+            warnings.simplefilter("ignore", FutureWarning)
+            import timm
+    except ImportError:
+        raise InvalidArgumentError(TIMM_INSTALL) from None
+    if not timm.is_model(name):
+        raise InvalidArgumentError(f"timm has no model {name!r}{_suggest(name, timm.list_models())}")
+    return timm.create_model(name, pretrained=False, in_chans=in_chans, **options, **_classes(num_classes))
+
+
+def _factory(target: str, options: dict) -> nn.Module:
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise InvalidArgumentError(f"module: takes PACKAGE.MODULE:FACTORY (e.g. module:mynets.models:small_net), "
+                                   f"got module:{target}")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except ImportError as error:
+        raise InvalidArgumentError(f"cannot import {module_name!r} for module:{target}: {error}") from None
+    except AttributeError:
+        raise InvalidArgumentError(f"module {module_name!r} has no {attribute!r} (module:{target})") from None
+    model = factory(**options)
+    if not isinstance(model, nn.Module):
+        raise InvalidArgumentError(f"module:{target} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _classes(num_classes: int | None) -> dict[str, int]:
+    """The num_classes argument: the library's own default (1000 for ImageNet models) where none is given."""
+    if num_classes is None:
+        return {}
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= MAX_CLASSES:
+        raise InvalidArgumentError(f"num_classes must be an integer from 1 to {MAX_CLASSES}, got {num_classes!r}")
+    return {"num_classes": num_classes}
+
+
+def create_external(name: str, num_classes: int | None = None, in_chans: int = 3, **options: Any) -> nn.Module:
+    """The model `name` (see the module's docstring) at initialisation, adapted, with a `spec` to rebuild it.
+
+    torchvision's models take 3-channel images; a timm model is built for `in_chans`. A factory gets only
+    `options`. `num_classes` of None keeps the library's default head (what its published weights have)."""
+    source, _, target = name.partition(":")
+    if source == "torchvision":
+        if in_chans != 3:
+            raise InvalidArgumentError(f"{name} takes 3-channel images, and these have {in_chans}")
+        model = _torchvision(target, num_classes, options)
+    elif source == "timm":
+        model = _timm(target, num_classes, in_chans, options)
+    else:
+        model = _factory(target, options)
+    model.spec = ModelSpec(name, num_classes or _head_size(model), in_chans, dict(options))
+    return adapt(model)
+
+
+def _head_size(model: nn.Module) -> int:
+    """The classes of a model built with its library's default head: its `num_classes` (timm's), or the outputs of
+    its last linear layer (0 for a model with none)."""
+    linears = [m.out_features for m in model.modules() if isinstance(m, nn.Linear)]
+    return int(getattr(model, "num_classes", None) or (linears[-1] if linears else 0))
+
+
+def head_classes(state_dict: dict, name: str) -> int | None:
+    """The classes of the head that `state_dict` holds for model `name`: the rows of the weight of its last linear
+    layer (found on the model as its library builds it by default); None where it has none."""
+    with torch.device("meta"):  # the layout alone: no memory, no initialisation
+        layout = create_external(name)
+    linears = [path for path, module in layout.named_modules() if isinstance(module, nn.Linear)]
+    weight = state_dict.get(f"{linears[-1]}.weight") if linears else None
+    return int(weight.shape[0]) if isinstance(weight, torch.Tensor) and weight.ndim == 2 else None
+
+
+def hub_weights(name: str, weights: str) -> Path:
+    """The file of torchvision weight enum `weights` (e.g. "IMAGENET1K_V1", or "DEFAULT") of model `name`
+    ("torchvision:resnet18") in torch's hub cache. It is never downloaded here: a missing file is one sentence
+    that says where to put it."""
+    import torchvision
+
+    source, _, target = name.partition(":")
+    if source != "torchvision":
+        raise InvalidArgumentError(f"--weights NAME picks one of torchvision's weight enums; for {name} give a file")
+    try:
+        enum = torchvision.models.get_model_weights(target)
+    except ValueError:
+        raise InvalidArgumentError(f"torchvision has no weights for {target!r}") from None
+    if weights not in enum.__members__:
+        raise InvalidArgumentError(f"--weights {weights!r} is neither a file nor a weight of {target}; choose one of "
+                                   f"{', '.join(enum.__members__)}, or give a file")
+    url = enum[weights].url
+    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    if not path.is_file():
+        raise InvalidArgumentError(f"{target}'s {weights} weights are not in the hub cache: download {url} to {path}")
+    return path
+
+
+for _source in SOURCES:
+    register_source(_source, create_external)
