@@ -1,7 +1,7 @@
 """Models nobody here wrote, by name, wherever `create_model` takes a registry name:
 
     torchvision:NAME                 torchvision.models.get_model(NAME), e.g. torchvision:resnet18
-    timm:NAME                        timm.create_model(NAME), e.g. timm:vit_tiny_patch16_224 (pip install "dissipate[timm]")
+    timm:NAME                        timm.create_model(NAME), e.g. timm:vit_tiny_patch16_224 (an optional extra)
     module:PACKAGE.MODULE:FACTORY    FACTORY(**options) from an importable module of the user's own
 
 Each is built at initialisation (never with downloaded weights) and then adapted (`adapters.adapt`): the families
