@@ -29,8 +29,8 @@ from .data import DATASETS, load_data
 from .errors import DissipateError, InvalidArgumentError
 from .models import external_source, get_model_entry, model_table, select_models
 from .models.external import hub_weights
-from .plots import plot_bound_check
-from .probe import METRICS, ProbeConfig, ProbeNotice, probe_model, save_probe
+from .plots import plot_bound_check, plot_probes
+from .probe import METRICS, ProbeConfig, ProbeNotice, probe_model, read_probes, save_probe
 from .probe import probe as run_probe
 from .theory import MonteCarloConfig
 from .train import TrainConfig, read_resume_point
@@ -317,6 +317,11 @@ def train(
                                                                                              "format."),
     compile: bool = typer.Option(TRAIN_DEFAULTS.compile, "--compile", help="torch.compile the model."),
     workers: int = typer.Option(TRAIN_DEFAULTS.workers, help="Data-loader workers for folders and ImageNet."),
+    probe_every: int = typer.Option(TRAIN_DEFAULTS.probe_every, help="Probe fixed test images at epoch 0 and every "
+                                                                     "K epochs, into probes.csv [default: never]."),
+    probe_images: int = typer.Option(TRAIN_DEFAULTS.probe_images, help="Test images of each probe."),
+    probe_metrics: str = typer.Option(TRAIN_DEFAULTS.probe_metrics, help="Metric families of each probe, "
+                                                                         "comma-separated."),
 ) -> None:
     """Train a plain, residual or PNNH net: one log row per epoch (log.csv) and atomic checkpoints in --out.
     Several GPUs or machines: torchrun --nproc_per_node=N -m dissipate train ..."""
@@ -334,7 +339,8 @@ def train(
                          warmup=warmup, label_smoothing=label_smoothing, augment=augment, subset=subset,
                          test_subset=test_subset, image_size=image_size, model_kwargs=parse_model_args(model_args),
                          data_dir=str(data_dir) if data_dir else None, seed=seed, device=device, amp=amp,
-                         channels_last=channels_last, compile=compile, workers=workers)
+                         channels_last=channels_last, compile=compile, workers=workers, probe_every=probe_every,
+                         probe_images=probe_images, probe_metrics=probe_metrics)
 
     def show(row: dict) -> None:
         typer.echo(f"epoch {row['epoch']:>3}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}  "
@@ -348,6 +354,21 @@ def train(
     if history and int(os.environ.get("RANK", "0")) == 0:
         best = max(history, key=lambda row: row["test_acc"])
         typer.echo(f"best test accuracy {best['test_acc']:.4f} at epoch {best['epoch']}; log and checkpoints in {out}")
+
+
+@app.command()
+def plot(
+    probes: List[Path] = typer.Argument(..., help="probe.csv files (dissipate probe) or probes.csv files (dissipate "
+                                                  "train --probe-every: one line per epoch)."),
+    out: Path = typer.Option(Path("probes.png"), help="The figure to write (.png or .pdf)."),
+) -> None:
+    """Overlay several probes on the probe figure's axes, one colour each: models, checkpoints or epochs."""
+    if out.suffix.lower() not in (".png", ".pdf"):
+        raise InvalidArgumentError(f"--out names the figure to write, a .png or .pdf file, got {out}")
+    writable_directory(out.parent, "the directory of --out")
+    series = read_probes(probes)
+    plot_probes(series, out)
+    typer.echo(f"{len(series)} probes ({'; '.join(series)}) drawn in {out}")
 
 
 @app.command()

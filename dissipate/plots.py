@@ -74,6 +74,41 @@ def probe_figure(frame: pd.DataFrame, title: str | None = None) -> Figure | None
     return figure
 
 
+def plot_probes(series: dict[str, pd.DataFrame], path: str | os.PathLike) -> None:
+    """`probes_figure(series)` written to `path`, in the format its suffix names (.png or .pdf)."""
+    figure = probes_figure(series)
+    suffix = os.path.splitext(path)[1].lstrip(".").lower() or "png"
+    atomic_write(path, lambda f: figure.savefig(f, format=suffix, dpi=110))
+
+
+def probes_figure(series: dict[str, pd.DataFrame]) -> Figure:
+    """Several probes on the probe figure's axes (`probe_figure`'s panels, each spanning at least 0 to 1), one
+    colour per probe, with a legend: models, checkpoints, or the epochs of a training run's probes.csv."""
+    panels = {label: _probe_panels(frame) for label, frame in series.items()}
+    titles = [title for title, _, _ in next(iter(panels.values()))]
+    columns = 2 if len(titles) in (2, 4) else min(len(titles), 3)
+    rows = -(-len(titles) // columns)
+    figure = Figure(figsize=(4.4 * columns, 3.3 * rows + 0.4 * (len(series) // 4 + 1)), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
+    colours = [f"C{k % 10}" for k in range(len(series))]
+    for axis, title in zip(axes, titles, strict=False):  # spare axes are hidden below
+        for colour, (label, frame) in zip(colours, series.items(), strict=True):
+            values = {t: v for t, v, _ in panels[label]}.get(title)
+            if values is None:  # a column this probe has no number in (DISTS without its weights)
+                continue
+            axis.plot(frame["depth"], values, color=colour, marker="o", markersize=3, linewidth=1.2, label=label)
+        axis.set_ylim(min(0.0, axis.get_ylim()[0]), max(1.0, axis.get_ylim()[1]))
+        axis.set_title(title, fontsize=10)
+        axis.set_xlabel("activation site (depth)")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.grid(alpha=0.3)
+    for axis in axes[len(titles):]:
+        axis.set_visible(False)
+    _figure_legend(figure, axes[:1], columns=4)
+    figure.suptitle(f"{len(series)} probes compared")
+    return figure
+
+
 def _figure_legend(figure: Figure, axes, columns: int) -> None:
     """One legend under the figure, for every label in its panels (once each), where it covers no point."""
     legend = {label: handle for axis in axes for handle, label in zip(*axis.get_legend_handles_labels(), strict=True)}

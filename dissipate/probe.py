@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from . import __version__
 from ._io import atomic_write, writable_directory
 from .checkpoint import model_from_checkpoint
 from .data import ImageData, downloads_allowed, load_data
@@ -456,6 +457,39 @@ def save_probe(frame: pd.DataFrame, out: str | Path, title: str, **run) -> None:
     out = writable_directory(out, "the output directory")
     atomic_write(out / "probe.csv", lambda f: f.write(frame.to_csv(index=False).encode()))
     atomic_write(out / "probe.json", lambda f: f.write(frame.to_json(orient="records", indent=2).encode()))
-    settings = json.dumps({**run, **frame.attrs}, indent=2, default=str)
+    settings = json.dumps({"version": __version__, **run, **frame.attrs}, indent=2, default=str)
     atomic_write(out / "probe_config.json", lambda f: f.write(settings.encode()))
     plot_probe(frame, out / "probe.png", title=title)
+
+
+def read_probes(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
+    """{label: probe frame} from probe.csv files (`dissipate probe`) and probes.csv files (`dissipate train
+    --probe-every`: one series per epoch), for `plots.plot_probes`. A series is labelled by its file's folder, and
+    its epoch. Files that measured different metric families, or that different versions of dissipate wrote (as the
+    probe_config.json beside them says), are refused with one sentence: their rows would not compare."""
+    series: dict[str, pd.DataFrame] = {}
+    families: dict[str, set[str]] = {}
+    versions: dict[str, str] = {}
+    for path in map(Path, paths):
+        try:
+            frame = pd.read_csv(path)
+        except (OSError, ValueError) as error:
+            raise InvalidArgumentError(f"cannot read {path} as a probe's CSV: {str(error).splitlines()[0]}") from None
+        if not {"site", "depth", "channels"} <= set(frame.columns):
+            raise InvalidArgumentError(f"{path} is not a probe's CSV (it has no site, depth and channels columns)")
+        families[str(path)] = {m for m, columns in METRIC_COLUMNS.items() if set(columns) & set(frame.columns)}
+        config = path.parent / "probe_config.json"
+        if config.is_file():
+            versions[str(path)] = str(json.loads(config.read_text()).get("version", "before 0.1.0"))
+        label = path.parent.name or path.stem
+        label = label if label not in series and f"{label}, epoch 0" not in series else str(path)
+        groups = frame.groupby("epoch", sort=True) if "epoch" in frame else [(None, frame)]
+        for epoch, rows in groups:
+            series[label if epoch is None else f"{label}, epoch {epoch}"] = rows.reset_index(drop=True)
+    for what, found in (("metric families", families), ("versions of dissipate", versions)):
+        distinct = {frozenset(v) if isinstance(v, set) else v for v in found.values()}
+        if len(distinct) > 1:
+            shown = "; ".join(f"{path}: {', '.join(sorted(v)) if isinstance(v, set) else v}"
+                              for path, v in found.items())
+            raise InvalidArgumentError(f"these probes have different {what} ({shown}); probe them alike to compare")
+    return series

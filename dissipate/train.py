@@ -17,6 +17,7 @@ same batch size, and each rank takes its share. Only rank 0 logs and writes.
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import dataclasses
 import fcntl
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -45,7 +47,7 @@ from .data import MAX_IMAGE_SIZE, DeadLeaves, ImageData, load_data, loader_batch
 from .errors import (CheckpointError, DissipateError, InvalidArgumentError, OutOfMemory, TrainingDiverged,
                      WriteFailed)
 from .models import check_options, create_model
-from .probe import Progress, check_device, no_progress, resolve_device
+from .probe import ProbeConfig, Progress, check_device, no_progress, parse_metrics, probe, resolve_device
 
 ON_DEVICE = ("synthetic", "cifar10", "cifar100", "fashion-mnist")  # small enough to sit on the device as uint8
 SYNTHETIC_LENGTH = {True: 10_000, False: 2_000}  # images in the synthetic train and test splits
@@ -53,6 +55,9 @@ CROP_PADDING = 4
 LOG_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "images_per_s", "peak_mem_mb",
                "epoch_s")
 RUNTIME_FIELDS = ("device", "amp", "channels_last", "compile", "workers")  # how to run, not what to compute
+# what the run probes as it trains: never a change to its weights; checkpoints from before they existed lack them
+PROBE_FIELDS = ("probe_every", "probe_images", "probe_metrics")
+PROBES_FILE = "probes.csv"
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,9 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     workers: int = 4  # data-loader workers for folders and ImageNet
+    probe_every: int = 0  # probe fixed test images at epoch 0 and every this many epochs into probes.csv (0: never)
+    probe_images: int = 256
+    probe_metrics: str = "survival,rank,cka"  # metric families, comma-separated
 
     def __post_init__(self) -> None:
         wrong = [f"{f.name}={reprlib.repr(getattr(self, f.name))}" for f in dataclasses.fields(self)
@@ -93,6 +101,8 @@ class TrainConfig:
                   ("subset", self.subset is None or self.subset >= 1, "at least 1"),
                   ("test_subset", self.test_subset is None or self.test_subset >= 1, "at least 1"),
                   ("workers", self.workers >= 0, "non-negative"),
+                  ("probe_every", self.probe_every >= 0, "non-negative"),
+                  ("probe_images", self.probe_images >= 2, "at least 2 (half fit the read-out, half score it)"),
                   ("seed", 0 <= self.seed < 2 ** 63, "in [0, 2^63)"),
                   ("image_size", self.image_size is None or 1 <= self.image_size <= MAX_IMAGE_SIZE,
                    f"from 1 to {MAX_IMAGE_SIZE}")]
@@ -102,6 +112,7 @@ class TrainConfig:
                 raise InvalidArgumentError(f"{name} must be {rule}, got {value}")
         check_device(self.device)
         check_options(self.model_kwargs, "model_kwargs")
+        parse_metrics([self.probe_metrics])
         if self.augment and self.image_size is not None and self.image_size < 2 * CROP_PADDING:  # datasets: >= 28 px
             raise InvalidArgumentError(f"augmentation crops {self.image_size} px images out of a {CROP_PADDING} px "
                                        f"zero padding, which needs images of at least {2 * CROP_PADDING} px (most "
@@ -358,7 +369,7 @@ def _damage(saved: dict) -> str | None:
     """What is wrong with a training checkpoint's config, history and optimizer state, or None."""
     config, history, optimizer = saved["train_config"], saved.get("history"), saved["optimizer"]
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    if not isinstance(config, dict) or set(config) != fields:
+    if not isinstance(config, dict) or set(config) - fields or fields - set(config) - set(PROBE_FIELDS):
         return "its training config is not a dict of TrainConfig's fields"
     try:
         TrainConfig(**config)
@@ -392,6 +403,9 @@ def train(config: TrainConfig, out: str | os.PathLike, resume: bool = False, pro
     explicitly, which must agree with the run's) or `overwrite=True` replaces it. `stop_after` ends the run after
     that epoch, as if it had been killed there. `progress(items, length, label)` wraps each epoch's batches, and
     `on_epoch(row)` sees each log row (rank 0 only). Under torchrun (WORLD_SIZE > 1) every rank calls this.
+
+    With `config.probe_every` K > 0, the net is probed at initialisation and after every K-th epoch on the same
+    `probe_images` test images (`probe_metrics`), and the rows go into `out/probes.csv` with an `epoch` column.
     """
     out = Path(out)
     if resume and overwrite:
@@ -438,9 +452,9 @@ def _claim(out: Path, writer: bool, saved: dict | None, overwrite: bool) -> Iter
         elif existing and not overwrite:
             raise InvalidArgumentError(f"{out} already holds a run ({', '.join(existing)}); continue it with "
                                        "--resume, replace it with --overwrite, or choose another --out")
-        else:
-            for name in existing:
-                (out / name).unlink()
+        else:  # a run killed in its first epoch leaves only the probes of epoch 0, which it redoes
+            for name in (*existing, PROBES_FILE):
+                (out / name).unlink(missing_ok=True)
         yield
     finally:
         os.close(lock)
@@ -451,6 +465,7 @@ def _repair(out: Path, saved: dict) -> None:
     the log is rewritten from the history, and best.pt is latest.pt when the last epoch is the best one."""
     history = saved["history"]
     _write_log(out / "log.csv", history)
+    _keep_probes(out, saved["epoch"] + 1)
     best_epoch = max(history, key=lambda row: row["test_acc"])["epoch"] if history else None
     try:
         best_saved = read_checkpoint(out / "best.pt")["epoch"]
@@ -504,6 +519,13 @@ def _run(config: TrainConfig, out: Path, saved: dict | None, device: torch.devic
     def model_input(images: torch.Tensor) -> torch.Tensor:
         return ((images - mean) / std).contiguous(memory_format=memory_format)
 
+    probing = config.probe_every and ranks.rank == 0
+    if probing:
+        probe_images = load_data(config.data, image_size=config.image_size, length=config.probe_images,
+                                 root=config.data_dir, seed=config.seed)
+        if not history:
+            _probe_epoch(model, probe_images, config, 0, out, device)
+
     for epoch in range(len(history) + 1, config.epochs + 1):
         if stop_after is not None and epoch > stop_after:
             break
@@ -542,6 +564,8 @@ def _run(config: TrainConfig, out: Path, saved: dict | None, device: torch.devic
                "test_acc": test_acc, "lr": lr, "images_per_s": count / elapsed,
                "peak_mem_mb": _peak_memory_mb(device), "epoch_s": elapsed}
         history.append(row)
+        if probing and epoch % config.probe_every == 0:  # before the save: a kill between them probes it again
+            _probe_epoch(model, probe_images, config, epoch, out, device)
         if ranks.rank == 0:
             try:
                 _save(out, model, optimizer, config, data, history, is_best=test_acc > best, fingerprint=fingerprint)
@@ -552,6 +576,33 @@ def _run(config: TrainConfig, out: Path, saved: dict | None, device: torch.devic
                 on_epoch(row)
         best = max(best, test_acc)
     return history
+
+
+def _probe_epoch(model: nn.Module, images: ImageData, config: TrainConfig, epoch: int, out: Path,
+                 device: torch.device) -> None:
+    """Probe `model` after `epoch` on the run's fixed probe images, and keep its rows, with an `epoch` column first,
+    in out/probes.csv in place of any rows of that epoch or later. Epoch 0 is the net at initialisation, probed as
+    `dissipate probe` probes one (its batch norm calibrated on the probe images) on a copy, so that training is
+    untouched; so is the random state, which the probe may draw from."""
+    net = copy.deepcopy(model) if epoch == 0 else model
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        frame = probe(net, images, ProbeConfig(metrics=(config.probe_metrics,), num_images=config.probe_images,
+                                               device=device.type, seed=config.seed, calibrate_bn=epoch == 0))
+    frame.insert(0, "epoch", epoch)
+    _keep_probes(out, epoch, frame)
+
+
+def _keep_probes(out: Path, below: int, new: pd.DataFrame | None = None) -> None:
+    """out/probes.csv with only the rows of epochs before `below`, then `new` (a resume drops what it will redo)."""
+    path = out / PROBES_FILE
+    if not path.is_file() and new is None:
+        return
+    kept = pd.read_csv(path) if path.is_file() else None
+    if kept is not None:
+        kept = kept[kept["epoch"] < below]
+    parts = [f for f in (kept, new) if f is not None and len(f)]
+    frame = pd.concat(parts, ignore_index=True) if parts else kept
+    atomic_write(path, lambda f: f.write(frame.to_csv(index=False).encode()))
 
 
 def _restore(model: nn.Module, optimizer: torch.optim.Optimizer, saved: dict, source: Path) -> None:

@@ -1,8 +1,13 @@
+import json
+
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from dissipate.plots import _probe_panels, plot_bound_check, plot_probe, probe_figure
+from dissipate import __version__
+from dissipate.plots import _probe_panels, plot_bound_check, plot_probe, probe_figure, probes_figure
+from dissipate.probe import read_probes
+from tests.helpers import run_cli
 
 
 def probe_frame(with_dists: bool) -> pd.DataFrame:
@@ -51,3 +56,45 @@ def test_bound_check_figure_has_a_panel_per_model_as_png_or_pdf(tmp_path):
         assert image.format == "PNG" and image.width > 2 * image.height  # two panels side by side
     plot_bound_check(pd.DataFrame(rows), tmp_path / "bound.pdf")
     assert (tmp_path / "bound.pdf").read_bytes().startswith(b"%PDF")
+
+
+def write_probe(folder, metrics="survival,rank,cka", **config):
+    """A probe's files as `dissipate probe` writes them (probe.csv and probe_config.json), from a tiny real probe."""
+    from dissipate.models import create_model
+    from dissipate.probe import probe, save_probe
+
+    frame = probe(create_model("resnet20"), "synthetic", num_images=8, metrics=(metrics,))
+    save_probe(frame, folder, title="a probe", **config)  # version="0.0.9": as another dissipate would write it
+    assert json.loads((folder / "probe_config.json").read_text())["version"] == config.get("version", __version__)
+    return folder / "probe.csv"
+
+
+def test_dissipate_plot_overlays_probes_and_the_epochs_of_a_training_runs_probes(tmp_path, capsys):
+    a, b = write_probe(tmp_path / "plain"), write_probe(tmp_path / "residual")
+    epochs = pd.concat([pd.read_csv(a).assign(epoch=e) for e in (0, 1, 2)])
+    (tmp_path / "run").mkdir()
+    epochs[["epoch", *pd.read_csv(a).columns]].to_csv(tmp_path / "run" / "probes.csv", index=False)
+    code, out, err = run_cli(capsys, "plot", str(a), str(b), str(tmp_path / "run" / "probes.csv"),
+                             "--out", str(tmp_path / "compare.png"))
+    assert code == 0, err
+    assert "5 probes (plain; residual; run, epoch 0; run, epoch 1; run, epoch 2)" in out
+    assert Image.open(tmp_path / "compare.png").size[0] > 500
+    series = read_probes([a, b])
+    figure = probes_figure(series)
+    axes = [axis for axis in figure.axes if axis.get_visible()]
+    assert [axis.get_title() for axis in axes] == ["surviving fraction", "effective rank / channels",
+                                                   "linear CKA with the input"]
+    assert all(len(axis.lines) == 2 and axis.get_ylim()[1] - axis.get_ylim()[0] >= 1 for axis in axes)
+    assert [text.get_text() for text in figure.legends[0].get_texts()] == ["plain", "residual"]
+
+
+def test_probes_that_do_not_compare_are_one_sentence(tmp_path, capsys):
+    a = write_probe(tmp_path / "a")
+    cases = [(write_probe(tmp_path / "b", metrics="survival,cka"), "different metric families"),
+             (write_probe(tmp_path / "c", version="0.0.9"), "different versions of dissipate"),
+             (tmp_path / "log.csv", "is not a probe's CSV"), (tmp_path / "missing.csv", "cannot read")]
+    (tmp_path / "log.csv").write_text("epoch,train_loss\n1,2.3\n")
+    for other, named in cases:
+        code, _, err = run_cli(capsys, "plot", str(a), str(other), "--out", str(tmp_path / "x.png"))
+        assert code == 2 and err.count("\n") == 1 and named in err and str(other) in err, err
+    assert not (tmp_path / "x.png").exists()

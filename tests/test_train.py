@@ -118,6 +118,46 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
     assert without_timing(whole) == without_timing(resumed)
 
 
+PROBED = dict(TINY, subset=64, test_subset=32, image_size=16, epochs=3, probe_every=1, probe_images=16,
+              probe_metrics="survival,cka")
+
+
+def test_probes_through_training_cover_epochs_0_to_3_once_each_and_leave_training_untouched(tmp_path):
+    history = train(TrainConfig(**PROBED), tmp_path / "probed")
+    probes = pd.read_csv(tmp_path / "probed" / "probes.csv")
+    assert list(probes.columns[:3]) == ["epoch", "site", "depth"]
+    sites = probes.loc[probes["epoch"] == 0, "site"].tolist()
+    assert len(sites) == 19 and probes.groupby("epoch")["site"].apply(list).to_dict() == {e: sites for e in range(4)}
+    assert probes.groupby("epoch")["cka_input"].mean().nunique() == 4  # each epoch's net, not one net four times
+    plain = train(TrainConfig(**{**PROBED, "probe_every": 0}), tmp_path / "plain")
+    assert without_timing(plain) == without_timing(history)
+    assert not (tmp_path / "plain" / "probes.csv").exists()
+    sparse = train(TrainConfig(**{**PROBED, "probe_every": 2}), tmp_path / "sparse")
+    assert sorted(pd.read_csv(tmp_path / "sparse" / "probes.csv")["epoch"].unique()) == [0, 2]
+    assert without_timing(sparse) == without_timing(history)
+
+
+def test_a_killed_and_resumed_run_probes_each_epoch_exactly_once(tmp_path):
+    whole = tmp_path / "whole"
+    train(TrainConfig(**PROBED), whole)
+    parts = tmp_path / "parts"
+    train(TrainConfig(**PROBED), parts, stop_after=1)
+    # killed after probing epoch 2 and before saving it: latest.pt holds epoch 1, probes.csv has epoch 2 too
+    later = pd.read_csv(whole / "probes.csv").query("epoch == 2").assign(cka_input=-1.0)
+    pd.concat([pd.read_csv(parts / "probes.csv"), later]).to_csv(parts / "probes.csv", index=False)
+    train(TrainConfig(**PROBED), parts, resume=True)
+    pd.testing.assert_frame_equal(pd.read_csv(parts / "probes.csv"), pd.read_csv(whole / "probes.csv"))
+
+
+def test_a_checkpoint_from_before_probing_existed_still_resumes(tmp_path):
+    train(TrainConfig(**TINY, epochs=2), tmp_path, stop_after=1)
+    saved = read_checkpoint(tmp_path / "latest.pt")
+    for name in train_module.PROBE_FIELDS:
+        del saved["train_config"][name]
+    torch.save(saved, tmp_path / "latest.pt")
+    assert len(train(TrainConfig(**TINY, epochs=2), tmp_path, resume=True)) == 2
+
+
 def test_resume_refuses_a_different_run_and_needs_a_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint to resume in"):
         train(TrainConfig(**TINY, epochs=1), tmp_path, resume=True)

@@ -23,11 +23,13 @@ from typing import Callable, Iterable
 from ..errors import InvalidArgumentError
 from ..plots import save_figure
 from ..probe import Progress, no_progress
-from . import accuracy_params, dissipation_curves, rank_depth, tables, theory_check, throughput, training_curves
+from . import (accuracy_params, dissipation_curves, dissipation_training, rank_depth, tables, theory_check, throughput,
+               training_curves)
 from ._common import PRESETS, RECIPES, Context, Run, Variant
 
 ANALYSES: dict[str, ModuleType] = {module.NAME: module for module in (
-    dissipation_curves, theory_check, rank_depth, training_curves, accuracy_params, throughput, tables)}
+    dissipation_curves, theory_check, rank_depth, training_curves, dissipation_training, accuracy_params, throughput,
+    tables)}
 __all__ = ["ANALYSES", "PRESETS", "RECIPES", "Context", "Report", "Run", "Variant", "describe_plan", "outputs",
            "run_analyses", "select"]
 

@@ -20,7 +20,7 @@ from ..data import load_data
 from ..models import get_model_entry
 from ..errors import TrainingDiverged
 from ..probe import ProbeConfig, ProbeNotice, probe, probe_model, resolve_device
-from ..train import LOG_COLUMNS, RUNTIME_FIELDS, TrainConfig, train
+from ..train import LOG_COLUMNS, PROBE_FIELDS, PROBES_FILE, RUNTIME_FIELDS, TrainConfig, train
 
 PRESETS = ("smoke", "cpu", "paper")
 COMPARED = ("plain", "resnet", "pnnh")  # the families every figure compares
@@ -44,6 +44,8 @@ class Recipe:
     init_image_size: int = 32
     probe_images: int = 256
     probe_metrics: tuple[str, ...] = ("survival", "moments", "rank", "cka", "recon", "theory")
+    probe_every: int = 0  # epochs between the probes that a run takes as it trains (dissipation through training)
+    train_probe_images: int = 128
 
     def describe(self, data: str | None = None) -> str:
         images = f"{self.subset} images" if self.subset else "all images"
@@ -54,14 +56,16 @@ class Recipe:
 RECIPES = {
     # seconds: two CIFAR depths on tiny synthetic images
     "smoke": Recipe(data="synthetic", epochs=2, batch_size=32, lr=0.05, warmup=0.5, subset=256, test_subset=128,
-                    image_size=16, probe_images=64),
+                    image_size=16, probe_images=64, probe_every=1, train_probe_images=32),
     # about 25 minutes on two CPU cores: 5 short epochs of Fashion-MNIST (160 SGD steps of 64 images). At lr 0.05
     # pnnh110 diverged within two epochs (with a warm-up of half an epoch or of one); at 0.02 every net trains
-    "cpu": Recipe(data="fashion-mnist", epochs=5, batch_size=64, lr=0.02, warmup=1.0, subset=2048, test_subset=1000),
+    "cpu": Recipe(data="fashion-mnist", epochs=5, batch_size=64, lr=0.02, warmup=1.0, subset=2048, test_subset=1000,
+                  probe_every=1),
     # He et al.'s CIFAR recipe, for a GPU
     "paper": Recipe(data="cifar10", epochs=200, batch_size=128, lr=0.1, warmup=1.0, subset=None, test_subset=None,
                     channels_last=True, probe_images=1024, probe_metrics=("survival", "moments", "rank", "cka",
-                                                                           "recon", "dists", "theory")),
+                                                                           "recon", "dists", "theory"),
+                    probe_every=10, train_probe_images=512),
 }
 
 
@@ -95,14 +99,15 @@ def family_models(families: tuple[str, ...], depths: tuple[int, ...]) -> tuple[V
     return variants(*(f"{family}{depth}" for depth in depths for family in families))
 
 
-def block_outputs(frame: pd.DataFrame) -> pd.Series:
-    """Whether each site of a probe table is its block's output: the last site under its parent module, per model
-    and state (layer1.0.act2 of layer1.0's act1 and act2; the stem's act1, which has no sibling). Inner sites are
+def block_outputs(frame: pd.DataFrame, by: tuple[str, ...] = ("state", "model")) -> pd.Series:
+    """Whether each site of a probe table is its block's output: the last site under its parent module, within each
+    probe (the rows of one value of the `by` columns): layer1.0.act2 of layer1.0's act1 and act2, and the stem's
+    act1, which has no sibling. Inner sites are
     not comparable with outputs: a PNNH block's inner activation holds the learner's C channels and the code's 2k
     channels, half of them zero, so its rank per channel is 0.47 to 0.67 where its block's output is 0.83 to 0.91
     (pnnh20 at initialisation), and a curve through both zig-zags."""
     parent = frame["site"].str.rpartition(".")[0]
-    return ~frame[["state", "model"]].assign(parent=parent).duplicated(keep="last")
+    return ~frame[list(by)].assign(parent=parent).duplicated(keep="last")
 
 
 def digest(settings: object) -> str:
@@ -118,12 +123,13 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
 
 @dataclass
 class Run:
-    """A training run of a preset's recipe: its log, its final checkpoint, and the epoch it diverged in (if it did,
-    its checkpoint is None: the last good epoch is not a trained net)."""
+    """A training run of a preset's recipe: its log, its final checkpoint, the epoch it diverged in (if it did, its
+    checkpoint is None: the last good epoch is not a trained net), and the probes it took as it trained."""
 
     log: pd.DataFrame
     checkpoint: Path | None
     diverged: int | None = None
+    probes: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 @dataclass
@@ -165,11 +171,14 @@ class Context:
         return TrainConfig(model=variant.model, data=data or r.data, epochs=r.epochs, batch_size=r.batch_size,
                            lr=r.lr, warmup=r.warmup, subset=r.subset, test_subset=r.test_subset,
                            image_size=r.image_size, model_kwargs=dict(variant.options), data_dir=self.data_dir,
-                           device=self.device, channels_last=r.channels_last)
+                           device=self.device, channels_last=r.channels_last, probe_every=r.probe_every,
+                           probe_images=r.train_probe_images, probe_metrics="survival,rank,cka")
 
     def run_dir(self, config: TrainConfig) -> Path:
-        """cache/PRESET/runs/MODEL-DATA-HASH: the hash covers everything that decides the result."""
-        decides = {k: v for k, v in dataclasses.asdict(config).items() if k not in (*RUNTIME_FIELDS, "data_dir")}
+        """cache/PRESET/runs/MODEL-DATA-HASH: the hash covers everything that decides the result (the probe settings
+        only for a run that probes as it trains)."""
+        ignored = (*RUNTIME_FIELDS, "data_dir", *(PROBE_FIELDS if not config.probe_every else ()))
+        decides = {k: v for k, v in dataclasses.asdict(config).items() if k not in ignored}
         return self.cache / self.preset / "runs" / f"{config.model}-{config.data.partition(':')[0]}-{digest(decides)}"
 
     def trained(self, variant: Variant, data: str | None = None) -> Run:
@@ -192,9 +201,10 @@ class Context:
                 atomic_write(diverged, lambda f: f.write(note))
                 self.say(f"{variant.label}: {error}; the figures show it as diverged")
         history = pd.read_csv(log) if log.is_file() else pd.DataFrame(columns=list(LOG_COLUMNS))
+        probes = pd.read_csv(run / PROBES_FILE) if (run / PROBES_FILE).is_file() else pd.DataFrame()
         if diverged.is_file():
-            return Run(history, None, int(diverged.read_text().split()[0]))
-        return Run(history, run / "latest.pt")
+            return Run(history, None, int(diverged.read_text().split()[0]), probes)
+        return Run(history, run / "latest.pt", probes=probes)
 
     # -- probes -----------------------------------------------------------------------------------------------------
 
