@@ -41,6 +41,7 @@ from .checkpoint import model_from_checkpoint
 from .data import ImageData, downloads_allowed, load_data
 from .errors import CheckpointError, InvalidArgumentError
 from .models import create_model
+from .models.pnnh import explicit_code
 from .plots import plot_probe
 from .metrics import ChannelCovariance, ChannelSurvival, LinearReadout, MinibatchCKA, Moments
 from .metrics.cka import gram_linear
@@ -321,8 +322,10 @@ def probe(model: nn.Module, data: ImageData | str | torch.Tensor = "synthetic", 
     `progress(items, length, label)`, when given, wraps each pass over the batches (the CLI's progress bar).
 
     A model whose batch norm has never seen data is calibrated on the probe set first (`calibrate_bn`): that is what
-    "at initialisation" means here. The model is moved to the probe's device. The frame's `attrs` hold the resolved
-    config, the model's and the data's names.
+    "at initialisation" means here. The model is moved to the probe's device. PNNH blocks are switched to their
+    explicit implementation while probed (their code crosses each activation as a +/- pair) and back after. The
+    frame's `attrs` hold the resolved config, the model's and the data's names, and how many PNNH blocks the probe
+    switched from fused to explicit.
     """
     config = dataclasses.replace(config or ProbeConfig(), **overrides)
     device = resolve_device(config.device)
@@ -332,16 +335,17 @@ def probe(model: nn.Module, data: ImageData | str | torch.Tensor = "synthetic", 
     model.to(device)
     was_training = model.training
     calibrate = needs_bn_calibration(model) if config.calibrate_bn is None else config.calibrate_bn
-    try:
-        if calibrate:
-            with _explain_forward_errors(model, data):
-                calibrate_batchnorm(model, (data.normalize(images) for _, images in
-                                            _batches(data, dataset, config, device, progress, "Calibrating BN")))
-        model.eval()
-        stats, image_moments = _measure(model, data, dataset, config, device, progress)
-        dists_noise = _score_readouts(model, data, dataset, config, device, stats, progress)
-    finally:
-        model.train(was_training)
+    with explicit_code(model) as switched:  # PNNH blocks carry their code through each activation while probed
+        try:
+            if calibrate:
+                with _explain_forward_errors(model, data):
+                    calibrate_batchnorm(model, (data.normalize(images) for _, images in
+                                                _batches(data, dataset, config, device, progress, "Calibrating BN")))
+            model.eval()
+            stats, image_moments = _measure(model, data, dataset, config, device, progress)
+            dists_noise = _score_readouts(model, data, dataset, config, device, stats, progress)
+        finally:
+            model.train(was_training)
 
     rows, layer_input = [], image_moments
     for site_stats in stats.values():
@@ -352,7 +356,7 @@ def probe(model: nn.Module, data: ImageData | str | torch.Tensor = "synthetic", 
         frame["dists_noise"] = dists_noise
     _check_finite_moments(frame)
     frame.attrs.update(model=_model_name(model), data=data.name, calibrated_bn=calibrate,
-                       config=dataclasses.asdict(config))
+                       config=dataclasses.asdict(config), pnnh_switched_to_explicit=switched)
     return frame
 
 

@@ -519,7 +519,7 @@ def _run(config: TrainConfig, out: Path, saved: dict | None, device: torch.devic
     def model_input(images: torch.Tensor) -> torch.Tensor:
         return ((images - mean) / std).contiguous(memory_format=memory_format)
 
-    probing = config.probe_every and ranks.rank == 0
+    probing = config.probe_every > 0 and ranks.rank == 0
     if probing:
         probe_images = load_data(config.data, image_size=config.image_size, length=config.probe_images,
                                  root=config.data_dir, seed=config.seed)

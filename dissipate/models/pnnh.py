@@ -20,61 +20,137 @@ plain) or the residual block with its shortcut (`"original"`).
 
 from __future__ import annotations
 
+import contextlib
 from functools import partial
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torch.nn.utils.parametrizations import orthogonal
+
 from ..errors import InvalidArgumentError
 from ._layers import conv3x3, make_act, scaled_width
 from ._registry import register_model
-from .resnet import CIFAR_DEPTHS, IMAGENET_LAYERS, BasicBlock, ResNet, depth_plan
+from .resnet import (CIFAR_DEPTHS, IMAGENET_LAYERS, BasicBlock, ResNet, depth_plan, make_shortcut,
+                     residual_components)
 
-DOWNSAMPLE_BLOCKS = ("plain", "original")
+DOWNSAMPLE_BLOCKS = ("plain", "original", "pnnh")
+CODERS = ("free", "orthogonal")
+IMPLS = ("explicit", "fused")
 MAX_LEARNER_RATIO = 16  # a learner 16 times the block's width: far past any ablation, short of running out of memory
 
 
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise InvalidArgumentError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+    return value
+
+
+def cross(act: nn.Module, learner: torch.Tensor, code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(act(learner), code) with the code carried across the same activation module as a +/- pair: one call over
+    [learner, code, -code], then act(code) - act(-code), which is the code exactly for ReLU, GELU and SiLU."""
+    mixed = act(torch.cat([learner, code, -code], dim=1))
+    hidden, plus, minus = mixed.split([learner.shape[1], code.shape[1], code.shape[1]], dim=1)
+    return hidden, plus - minus
+
+
 class PNNHBlock(nn.Module):
-    """A stride-1 block of two plain conv layers whose single inner activation also carries the coder's +/- pair."""
+    """A stride-1 block of two plain conv layers whose inner activation also carries the coder's code u = E x as a
+    +/- pair; E^T decodes it before the second activation.
+
+    `coder`: "free" (E learned without constraint) or "orthogonal" (E kept with orthonormal rows through training by
+    torch's orthogonal parametrisation, so E^T E is a projection and cannot amplify). `impl`: "explicit" carries the
+    pair through act1 (what a probe must see); "fused" adds E^T E x before act2 without it, the same function and
+    the same parameters, for training.
+    """
 
     kind = "pnnh"
-    site_kinds = {"act1": "pnnh", "act2": "pnnh"}  # both activations carry the coder's +/- pair
+    site_kinds = {"act1": "pnnh", "act2": "pnnh"}  # both activations carry the coder's code
     site_components = {"act2": {"branch": "bn2", "coder": ""}}  # act2 sums the learner and E^T E x
 
-    def __init__(self, channels: int, *, coder_ratio: float = 1.0, learner_ratio: float = 1.0, act: str = "relu"):
+    def __init__(self, channels: int, *, coder_ratio: float = 1.0, learner_ratio: float = 1.0, act: str = "relu",
+                 coder: str = "free", impl: str = "fused"):
         super().__init__()
         self.learner_chs = scaled_width(channels, learner_ratio, "learner_ratio", MAX_LEARNER_RATIO)
         self.coder_chs = scaled_width(channels, coder_ratio, "coder_ratio", 1)  # E's k rows are orthonormal: k <= C
+        self.impl = _choice("impl", impl, IMPLS)
         self.conv1 = conv3x3(channels, self.learner_chs)
         self.bn1 = nn.BatchNorm2d(self.learner_chs)
         self.coder = nn.Parameter(torch.empty(self.coder_chs, channels))  # E: (k, C), encoder and decoder alike
+        nn.init.orthogonal_(self.coder)
+        if _choice("coder", coder, CODERS) == "orthogonal":
+            orthogonal(self, "coder")  # starts from the orthonormal E above
         self.coder_ratio = self.coder_chs / channels  # k / C as built
-        self.act1 = make_act(act)  # over [h, u, -u]: learner_chs + 2 * coder_chs channels
+        self.act1 = make_act(act)  # explicit: over [h, u, -u], learner_chs + 2 * coder_chs channels
         self.conv2 = conv3x3(self.learner_chs, channels)
         self.bn2 = nn.BatchNorm2d(channels)
         self.act2 = make_act(act)
-        nn.init.orthogonal_(self.coder)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # [E; -E] encodes u and -u in one 1x1 conv, and its transpose [E^T, -E^T] decodes E^T c+ - E^T c- in one:
-        # no separate negation or subtraction pass over the feature map
-        coder_pm = torch.cat([self.coder, -self.coder])[:, :, None, None]  # (2k, C, 1, 1)
-        mixed = self.act1(torch.cat([self.bn1(self.conv1(x)), F.conv2d(x, coder_pm)], dim=1))  # [h, c+, c-]
-        hidden, code_pm = mixed.split([self.learner_chs, 2 * self.coder_chs], dim=1)
-        decoded = F.conv2d(code_pm, coder_pm.transpose(0, 1))  # E^T (c+ - c-): (B, C, H, W)
-        return self.act2(self.bn2(self.conv2(hidden)) + decoded)
+        coder = self.coder[:, :, None, None]  # (k, C, 1, 1): a parametrised E is computed once per call
+        hidden = self.bn1(self.conv1(x))
+        if self.impl == "fused":
+            hidden, code = self.act1(hidden), F.conv2d(x, coder)
+        else:
+            hidden, code = cross(self.act1, hidden, F.conv2d(x, coder))
+        return self.act2(self.bn2(self.conv2(hidden)) + F.conv2d(code, coder.transpose(0, 1)))
+
+
+class PNNHDownsample(nn.Module):
+    """A stage transition (stride 2, the width changes) whose shortcut map u = S(x) (option A's subsample and zero-pad,
+    or option B's strided projection with BN) is the code: it crosses act1 as a +/- pair and is added before act2, so
+    no path goes around an activation. With the pair decoded exactly, it computes the residual block's function."""
+
+    kind = "pnnh"
+    site_kinds = {"act1": "pnnh", "act2": "pnnh"}
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int, *, shortcut: str, act: str = "relu",
+                 impl: str = "fused"):
+        super().__init__()
+        self.impl = _choice("impl", impl, IMPLS)
+        self.conv1 = conv3x3(in_chs, out_chs, stride)
+        self.bn1 = nn.BatchNorm2d(out_chs)
+        self.act1 = make_act(act)  # explicit: over [h, u, -u]
+        self.conv2 = conv3x3(out_chs, out_chs)
+        self.bn2 = nn.BatchNorm2d(out_chs)
+        self.downsample = make_shortcut(shortcut, in_chs, out_chs, stride)  # the code's map, named as ResNet's
+        self.act2 = make_act(act)
+        self.site_components = residual_components("act2", "bn2", self.downsample)  # u adds as the shortcut does
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden, code = self.bn1(self.conv1(x)), self.downsample(x)
+        hidden, code = (self.act1(hidden), code) if self.impl == "fused" else cross(self.act1, hidden, code)
+        return self.act2(self.bn2(self.conv2(hidden)) + code)
+
+
+@contextlib.contextmanager
+def explicit_code(model: nn.Module) -> Iterator[int]:
+    """Within the block, every PNNH block of `model` carries its code explicitly, as a +/- pair through its
+    activation (what a probe must see); each gets its own impl back afterwards. Yields how many were switched."""
+    blocks = [(m, m.impl) for m in model.modules() if isinstance(m, (PNNHBlock, PNNHDownsample))]
+    try:
+        for block, _ in blocks:
+            block.impl = "explicit"
+        yield sum(impl != "explicit" for _, impl in blocks)
+    finally:
+        for block, impl in blocks:
+            block.impl = impl
 
 
 def build_pnnh(depth: int, *, num_classes: int = 10, in_chans: int = 3, stem: str = "imagenet", act: str = "relu",
-               coder_ratio: float = 1.0, learner_ratio: float = 1.0, downsample_block: str = "plain") -> ResNet:
+               coder_ratio: float = 1.0, learner_ratio: float = 1.0, downsample_block: str = "plain",
+               coder: str = "free", impl: str = "fused") -> ResNet:
     """A PNNH net on the ResNet skeleton: PNNH blocks where the stride is 1, `downsample_block` where it is 2."""
-    if downsample_block not in DOWNSAMPLE_BLOCKS:
-        raise InvalidArgumentError(
-            f"unknown downsample_block {downsample_block!r}; choose one of {', '.join(DOWNSAMPLE_BLOCKS)}")
+    _choice("downsample_block", downsample_block, DOWNSAMPLE_BLOCKS)
     _, layers, widths, shortcut = depth_plan(depth)
-    pnnh_block = partial(PNNHBlock, coder_ratio=coder_ratio, learner_ratio=learner_ratio, act=act)
-    downsample = partial(BasicBlock, residual=downsample_block == "original", shortcut=shortcut, act=act)
+    pnnh_block = partial(PNNHBlock, coder_ratio=coder_ratio, learner_ratio=learner_ratio, act=act, coder=coder,
+                         impl=impl)
+    if downsample_block == "pnnh":
+        downsample = partial(PNNHDownsample, shortcut=shortcut, act=act, impl=impl)
+    else:
+        downsample = partial(BasicBlock, residual=downsample_block == "original", shortcut=shortcut, act=act)
 
     def make_block(in_chs: int, out_chs: int, stride: int) -> nn.Module:
         return pnnh_block(out_chs) if stride == 1 and in_chs == out_chs else downsample(in_chs, out_chs, stride)

@@ -6,7 +6,9 @@ from hypothesis import strategies as st
 from dissipate.errors import InvalidArgumentError
 from dissipate.models import count_parameters, create_model
 from dissipate.models._layers import make_act
-from dissipate.models.pnnh import PNNHBlock
+from dissipate.bound_check import check_network, not_holding, verdicts
+from dissipate.models.pnnh import CODERS, IMPLS, PNNHBlock, PNNHDownsample
+from dissipate.probe import ProbeConfig, probe
 from dissipate.models.resnet import BasicBlock
 
 from ..helpers import randomize_batchnorm
@@ -29,15 +31,66 @@ def _copy_learner(residual: BasicBlock, pnnh: PNNHBlock) -> None:
         getattr(pnnh, name).load_state_dict(getattr(residual, name).state_dict())
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("coder", CODERS)
 @pytest.mark.parametrize("act", ACTS)
-def test_pnnh_block_with_full_coder_is_the_residual_block(act):
+def test_pnnh_block_with_full_coder_is_the_residual_block(act, coder, impl):
     residual = BasicBlock(16, 16, act=act)
     randomize_batchnorm(residual)
-    pnnh = PNNHBlock(16, coder_ratio=1.0, act=act)
+    pnnh = PNNHBlock(16, coder_ratio=1.0, act=act, coder=coder, impl=impl)
     _copy_learner(residual, pnnh)
     x = torch.randn(4, 16, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(pnnh.eval()(x), residual.eval()(x), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("shortcut", ["zero_pad", "projection"])
+@pytest.mark.parametrize("act", ACTS)
+def test_the_pnnh_stage_transition_is_the_residual_one_with_its_shortcut_carried_across_act1(act, shortcut, impl):
+    residual = BasicBlock(16, 32, stride=2, shortcut=shortcut, act=act)
+    randomize_batchnorm(residual)
+    pnnh = PNNHDownsample(16, 32, 2, shortcut=shortcut, act=act, impl=impl)
+    pnnh.load_state_dict(residual.state_dict())  # the same modules, named alike
+    x = torch.randn(4, 16, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(pnnh.eval()(x), residual.eval()(x), rtol=0, atol=1e-5)
+    seen = {}
+    pnnh.act1.register_forward_hook(lambda m, inp, out: seen.update(channels=inp[0].shape[1]))
+    pnnh(x)
+    assert seen["channels"] == (32 + 2 * 32 if impl == "explicit" else 32)  # [h, u, -u] when explicit
+
+
+@pytest.mark.parametrize("coder", CODERS)
+@pytest.mark.parametrize("make", [lambda impl, coder: PNNHBlock(16, coder_ratio=0.5, coder=coder, impl=impl),
+                                  lambda impl, coder: PNNHDownsample(16, 32, 2, shortcut="projection", impl=impl)],
+                         ids=["stride-1", "downsample"])
+def test_fused_equals_explicit_in_outputs_and_gradients_with_one_state_dict(make, coder):
+    explicit, fused = make("explicit", coder).double(), make("fused", coder).double()
+    assert list(explicit.state_dict()) == list(fused.state_dict())
+    fused.load_state_dict(explicit.state_dict())
+    x = torch.randn(3, 16, 6, 6, dtype=torch.float64)
+    outputs = [block(x) for block in (explicit, fused)]  # training mode: batch statistics
+    torch.testing.assert_close(*outputs, rtol=1e-10, atol=1e-10)
+    for out in outputs:
+        (out * torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view_as(out)).sum().backward()
+    for (name, a), (_, b) in zip(explicit.named_parameters(), fused.named_parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-10, msg=name)
+
+
+def test_an_orthogonal_coder_keeps_orthonormal_rows_through_training_where_a_free_one_does_not():
+    blocks = {coder: PNNHBlock(16, coder_ratio=0.5, coder=coder) for coder in CODERS}
+    torch.testing.assert_close(blocks["orthogonal"].coder @ blocks["orthogonal"].coder.T, torch.eye(8), rtol=0,
+                               atol=1e-5)
+    for coder, block in blocks.items():
+        optimizer = torch.optim.SGD(block.parameters(), lr=0.5)
+        for _ in range(5):
+            optimizer.zero_grad()
+            block(torch.randn(4, 16, 6, 6)).square().mean().backward()
+            optimizer.step()
+    gram = {coder: (block.coder @ block.coder.T).detach() for coder, block in blocks.items()}
+    torch.testing.assert_close(gram["orthogonal"], torch.eye(8), rtol=0, atol=1e-4)
+    assert (gram["free"] - torch.eye(8)).abs().max() > 1e-2
 
 
 def test_pnnh_block_without_its_code_is_a_plain_block():
@@ -74,7 +127,7 @@ def test_coder_is_one_tied_orthogonal_parameter():
 
 def test_coder_and_learner_ratios_set_widths_and_parameters():
     channels = 32
-    block = PNNHBlock(channels, coder_ratio=0.25, learner_ratio=0.5)
+    block = PNNHBlock(channels, coder_ratio=0.25, learner_ratio=0.5, impl="explicit")
     assert (block.coder_chs, block.learner_chs) == (8, 16)
     seen = {}
     block.act1.register_forward_hook(lambda m, inp, out: seen.update(channels=inp[0].shape[1]))
@@ -103,6 +156,36 @@ def test_pnnh_net_with_original_downsampling_starts_as_the_resnet():
         torch.testing.assert_close(pnnh.eval()(x), resnet.eval()(x), rtol=1e-4, atol=1e-4)
 
 
+def test_a_pnnh_net_with_pnnh_stage_transitions_has_no_plain_block_and_starts_as_the_resnet():
+    resnet = create_model("resnet20")
+    randomize_batchnorm(resnet)
+    pnnh = create_model("pnnh20", downsample_block="pnnh", coder="orthogonal")
+    blocks = [m for m in pnnh.modules() if isinstance(m, (BasicBlock, PNNHBlock, PNNHDownsample))]
+    assert {b.kind for b in blocks} == {"pnnh"} and sum(isinstance(b, PNNHDownsample) for b in blocks) == 2
+    missing, unexpected = pnnh.load_state_dict(resnet.state_dict(), strict=False)
+    assert unexpected == [] and all(".coder." in key for key in missing)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(pnnh.eval()(x), resnet.eval()(x), rtol=1e-4, atol=1e-4)
+
+
+def test_the_probe_sees_the_code_cross_each_activation_and_gives_the_model_back_fused():
+    model = create_model("pnnh20", downsample_block="pnnh", coder_ratio=0.5)
+    frame = probe(model, "synthetic", num_images=16, metrics=("survival",))
+    assert frame.attrs["pnnh_switched_to_explicit"] == 9
+    inner = frame.set_index("site")["channels"]
+    assert inner["layer1.1.act1"] == 16 + 2 * 8 and inner["layer2.0.act1"] == 32 + 2 * 32
+    assert {m.impl for m in model.modules() if isinstance(m, (PNNHBlock, PNNHDownsample))} == {"fused"}
+
+
+@pytest.mark.parametrize("options", [{"downsample_block": "pnnh"}, {"coder": "orthogonal"},
+                                     {"downsample_block": "pnnh", "coder": "orthogonal", "act": "gelu"}])
+def test_the_bound_check_holds_at_initialisation_on_every_new_variant(options):
+    frame = check_network(create_model("pnnh20", **options), "synthetic", ProbeConfig(num_images=64))
+    predicted = 7 + 2 * (options.get("downsample_block") == "pnnh")  # stride-1 blocks, and the stage transitions
+    assert not_holding(frame).sum() == 0 and verdicts(frame).notna().sum() == predicted
+
+
 def test_default_pnnh_net_is_plain_in_structure():
     """No block of the default PNNH net has a shortcut: downsampling blocks are plain ones."""
     model = create_model("pnnh34")
@@ -119,6 +202,8 @@ def test_default_pnnh_net_is_plain_in_structure():
     ({"learner_ratio": float("nan")}, r"learner_ratio must be a number in \(0, 16\]"),
     ({"learner_ratio": 1000}, r"learner_ratio must be a number in \(0, 16\]"),
     ({"downsample_block": "residual"}, "unknown downsample_block 'residual'"),
+    ({"coder": "tied"}, "unknown coder 'tied'; choose one of free, orthogonal"),
+    ({"impl": "fast"}, "unknown impl 'fast'; choose one of explicit, fused"),
 ])
 def test_bad_pnnh_arguments(kwargs, message):
     with pytest.raises(InvalidArgumentError, match=message):
