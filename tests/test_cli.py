@@ -18,7 +18,8 @@ def test_models_csv_lists_the_selected_models(capsys):
     code, out, _ = run_cli(capsys, "models", "resnet20", "pnnh*", "--format", "csv")
     assert code == 0
     table = pd.read_csv(io.StringIO(out))
-    assert list(table["model"]) == ["resnet20", "pnnh18", "pnnh20", "pnnh32", "pnnh34", "pnnh44", "pnnh56", "pnnh110"]
+    assert list(table["model"]) == ["resnet20", "pnnh18", "pnnh20", "pnnh32", "pnnh34", "pnnh44", "pnnh50", "pnnh56",
+                                    "pnnh101", "pnnh110"]
     assert list(table.columns) == ["model", "family", "depth", "stem", "params", "flops_32px", "flops_224px"]
     assert table.set_index("model").loc["pnnh20", "params"] == count_parameters(create_model("pnnh20"))
 
@@ -47,7 +48,7 @@ def test_models_json_and_table(capsys):
     (["probe", "--model", "plain35"], "unknown model 'plain35'; did you mean plain34"),
     (["probe", "--model", "resnet20", "--data", "mnist"], "unknown dataset 'mnist'"),
     (["probe", "--model", "pnnh20", "--model-arg", "coder"], "--model-arg expects KEY=VALUE"),
-    (["probe", "--model", "pnnh20", "--model-arg", "coder=1"], "model 'pnnh20' takes no argument coder; it takes"),
+    (["probe", "--model", "pnnh20", "--model-arg", "encoder=1"], "model 'pnnh20' takes no argument encoder; it takes"),
     (["probe"], "name a model with --model (or give a dissipate checkpoint, which names its own)"),
     (["train", "--data", "synthetic"], "name the model with --model, or the run to resume with --out"),
 ])

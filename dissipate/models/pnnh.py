@@ -15,7 +15,10 @@ with k = C, E^T E = I and the block starts as the function of a residual block w
 h, c+ and c- go through one activation module over their concatenated channels, so a probe sees one site per layer.
 
 Blocks that change shape (stride 2) are plain conv-BN-act pairs (`downsample_block="plain"`, so the whole net is
-plain) or the residual block with its shortcut (`"original"`).
+plain), the residual block with its shortcut (`"original"`), or PNNH transitions whose code is the shortcut's map
+(`"pnnh"`). Bottleneck nets (pnnh50, pnnh101) carry the code across all three activations (PNNHBottleneck).
+`coder` ("free" or "orthogonal") constrains E; `impl` ("fused" or "explicit") says whether the +/- pair is
+materialised: one function and one state_dict either way, and the probe always measures the explicit one.
 """
 
 from __future__ import annotations
@@ -31,9 +34,9 @@ from torch import nn
 from torch.nn.utils.parametrizations import orthogonal
 
 from ..errors import InvalidArgumentError
-from ._layers import conv3x3, make_act, scaled_width
+from ._layers import conv1x1, conv3x3, make_act, scaled_width
 from ._registry import register_model
-from .resnet import (CIFAR_DEPTHS, IMAGENET_LAYERS, BasicBlock, ResNet, depth_plan, make_shortcut,
+from .resnet import (CIFAR_DEPTHS, IMAGENET_LAYERS, BasicBlock, Bottleneck, ResNet, depth_plan, make_shortcut,
                      residual_components)
 
 DOWNSAMPLE_BLOCKS = ("plain", "original", "pnnh")
@@ -125,11 +128,65 @@ class PNNHDownsample(nn.Module):
         return self.act2(self.bn2(self.conv2(hidden)) + code)
 
 
+class PNNHBottleneck(nn.Module):
+    """A bottleneck (1x1 reduce, 3x3, 1x1 expand by 4) whose code crosses both inner activations: u = E x crosses act1
+    as a +/- pair, is decoded (c+ - c- = u, exact for ReLU, GELU and SiLU) and re-encoded as a pair across act2, and
+    E^T decodes it before act3. Where the shape changes (`stride` 2, or new widths), the code is the shortcut's: x
+    itself crosses act1 (still at the input's resolution), then u = S(x), the strided projection with BN, crosses
+    act2 and is added before act3. Either way no layer is plain and no path goes around an activation."""
+
+    kind = "pnnh"
+    expansion = 4
+    site_kinds = {"act1": "pnnh", "act2": "pnnh", "act3": "pnnh"}
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, *, shortcut: str = "projection",
+                 coder_ratio: float = 1.0, learner_ratio: float = 1.0, act: str = "relu", coder: str = "free",
+                 impl: str = "fused"):
+        super().__init__()
+        mid_chs = scaled_width(out_chs // self.expansion, learner_ratio, "learner_ratio", MAX_LEARNER_RATIO)
+        self.impl = _choice("impl", impl, IMPLS)
+        self.conv1 = conv1x1(in_chs, mid_chs)
+        self.bn1 = nn.BatchNorm2d(mid_chs)
+        self.act1 = make_act(act)
+        self.conv2 = conv3x3(mid_chs, mid_chs, stride)
+        self.bn2 = nn.BatchNorm2d(mid_chs)
+        self.act2 = make_act(act)
+        self.conv3 = conv1x1(mid_chs, out_chs)
+        self.bn3 = nn.BatchNorm2d(out_chs)
+        self.act3 = make_act(act)
+        self.downsample = make_shortcut(shortcut, in_chs, out_chs, stride)
+        if self.downsample is None:  # the coder's code, E x
+            self.coder_chs = scaled_width(out_chs, coder_ratio, "coder_ratio", 1)
+            self.coder = nn.Parameter(torch.empty(self.coder_chs, out_chs))
+            nn.init.orthogonal_(self.coder)
+            if _choice("coder", coder, CODERS) == "orthogonal":
+                orthogonal(self, "coder")
+            self.coder_ratio = self.coder_chs / out_chs
+            self.site_components = {"act3": {"branch": "bn3", "coder": ""}}
+        else:
+            self.site_components = residual_components("act3", "bn3", self.downsample)
+
+    def _cross(self, act: nn.Module, learner: torch.Tensor, code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (act(learner), code) if self.impl == "fused" else cross(act, learner, code)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        coder = None if self.downsample is not None else self.coder[:, :, None, None]
+        hidden, code = self._cross(self.act1, self.bn1(self.conv1(x)), x if coder is None else F.conv2d(x, coder))
+        if coder is None:
+            code = self.downsample(code)  # S(x), at the output's resolution and width
+        hidden, code = self._cross(self.act2, self.bn2(self.conv2(hidden)), code)
+        decoded = code if coder is None else F.conv2d(code, coder.transpose(0, 1))
+        return self.act3(self.bn3(self.conv3(hidden)) + decoded)
+
+
+CODE_BLOCKS = (PNNHBlock, PNNHDownsample, PNNHBottleneck)  # the blocks with an explicit and a fused impl
+
+
 @contextlib.contextmanager
 def explicit_code(model: nn.Module) -> Iterator[int]:
     """Within the block, every PNNH block of `model` carries its code explicitly, as a +/- pair through its
     activation (what a probe must see); each gets its own impl back afterwards. Yields how many were switched."""
-    blocks = [(m, m.impl) for m in model.modules() if isinstance(m, (PNNHBlock, PNNHDownsample))]
+    blocks = [(m, m.impl) for m in model.modules() if isinstance(m, CODE_BLOCKS)]
     try:
         for block, _ in blocks:
             block.impl = "explicit"
@@ -142,24 +199,28 @@ def explicit_code(model: nn.Module) -> Iterator[int]:
 def build_pnnh(depth: int, *, num_classes: int = 10, in_chans: int = 3, stem: str = "imagenet", act: str = "relu",
                coder_ratio: float = 1.0, learner_ratio: float = 1.0, downsample_block: str = "plain",
                coder: str = "free", impl: str = "fused") -> ResNet:
-    """A PNNH net on the ResNet skeleton: PNNH blocks where the stride is 1, `downsample_block` where it is 2."""
+    """A PNNH net on the ResNet skeleton: PNNH blocks where the shape stays, `downsample_block` where it changes.
+    Bottleneck depths (50, 101) use PNNHBottleneck, whose "pnnh" stage transitions carry the shortcut's code."""
     _choice("downsample_block", downsample_block, DOWNSAMPLE_BLOCKS)
-    _, layers, widths, shortcut = depth_plan(depth)
-    pnnh_block = partial(PNNHBlock, coder_ratio=coder_ratio, learner_ratio=learner_ratio, act=act, coder=coder,
-                         impl=impl)
+    block, layers, widths, shortcut = depth_plan(depth)
+    options = dict(coder_ratio=coder_ratio, learner_ratio=learner_ratio, act=act, coder=coder, impl=impl)
+    bottleneck = partial(PNNHBottleneck, shortcut=shortcut, **options)
+    basic = partial(PNNHBlock, **options)
     if downsample_block == "pnnh":
-        downsample = partial(PNNHDownsample, shortcut=shortcut, act=act, impl=impl)
+        downsample = bottleneck if block is Bottleneck else partial(PNNHDownsample, shortcut=shortcut, act=act,
+                                                                     impl=impl)
     else:
-        downsample = partial(BasicBlock, residual=downsample_block == "original", shortcut=shortcut, act=act)
+        downsample = partial(block, residual=downsample_block == "original", shortcut=shortcut, act=act)
 
     def make_block(in_chs: int, out_chs: int, stride: int) -> nn.Module:
-        return pnnh_block(out_chs) if stride == 1 and in_chs == out_chs else downsample(in_chs, out_chs, stride)
+        if stride != 1 or in_chs != out_chs:
+            return downsample(in_chs, out_chs, stride)
+        return bottleneck(in_chs, out_chs) if block is Bottleneck else basic(out_chs)
 
-    return ResNet(make_block, layers, widths, num_classes=num_classes, in_chans=in_chans, stem=stem, act=act)
+    return ResNet(make_block, layers, widths, expansion=block.expansion, num_classes=num_classes, in_chans=in_chans,
+                  stem=stem, act=act)
 
 
-# Basic-block depths only: the bottleneck's two inner activations would need the code carried through a 1x1 and a
-# 3x3 layer, which the reconstruction does not define, so there is no pnnh50 / pnnh101.
-for _depth in (*CIFAR_DEPTHS, *(d for d, (block, _) in IMAGENET_LAYERS.items() if block is BasicBlock)):
+for _depth in (*CIFAR_DEPTHS, *IMAGENET_LAYERS):
     register_model(f"pnnh{_depth}", partial(build_pnnh, _depth), family="pnnh", depth=_depth,
                    natural_stem="cifar" if _depth in CIFAR_DEPTHS else "imagenet")

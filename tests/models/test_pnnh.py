@@ -7,9 +7,9 @@ from dissipate.errors import InvalidArgumentError
 from dissipate.models import count_parameters, create_model
 from dissipate.models._layers import make_act
 from dissipate.bound_check import check_network, not_holding, verdicts
-from dissipate.models.pnnh import CODERS, IMPLS, PNNHBlock, PNNHDownsample
+from dissipate.models.pnnh import CODERS, IMPLS, PNNHBlock, PNNHBottleneck, PNNHDownsample
 from dissipate.probe import ProbeConfig, probe
-from dissipate.models.resnet import BasicBlock
+from dissipate.models.resnet import BasicBlock, Bottleneck
 
 from ..helpers import randomize_batchnorm
 
@@ -184,6 +184,59 @@ def test_the_bound_check_holds_at_initialisation_on_every_new_variant(options):
     frame = check_network(create_model("pnnh20", **options), "synthetic", ProbeConfig(num_images=64))
     predicted = 7 + 2 * (options.get("downsample_block") == "pnnh")  # stride-1 blocks, and the stage transitions
     assert not_holding(frame).sum() == 0 and verdicts(frame).notna().sum() == predicted
+
+
+def _copy_bottleneck(residual: Bottleneck, pnnh: PNNHBottleneck) -> None:
+    missing, unexpected = pnnh.load_state_dict(residual.state_dict(), strict=False)
+    assert unexpected == [] and all("coder" in key for key in missing)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("stride, in_chs", [(1, 32), (2, 16)], ids=["stride-1", "downsample"])
+def test_a_pnnh_bottleneck_with_full_coder_is_the_residual_bottleneck(stride, in_chs, act, impl):
+    residual = Bottleneck(in_chs, 32, stride, act=act)
+    randomize_batchnorm(residual)
+    pnnh = PNNHBottleneck(in_chs, 32, stride, act=act, impl=impl)
+    _copy_bottleneck(residual, pnnh)
+    x = torch.randn(2, in_chs, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(pnnh.eval()(x), residual.eval()(x), rtol=0, atol=1e-5)
+    widths = {}
+    for name in ("act1", "act2", "act3"):
+        getattr(pnnh, name).register_forward_hook(lambda m, i, o, name=name: widths.update({name: i[0].shape[1]}))
+    pnnh(x)
+    code = (32, 32) if stride == 1 else (in_chs, 32)  # E x twice; or x, then S(x)
+    pairs = (2 * code[0], 2 * code[1]) if impl == "explicit" else (0, 0)
+    assert widths == {"act1": 8 + pairs[0], "act2": 8 + pairs[1], "act3": 32}
+
+
+def test_a_pnnh_bottleneck_fused_equals_explicit_in_outputs_and_gradients():
+    explicit = PNNHBottleneck(32, 32, coder_ratio=0.5, coder="orthogonal", impl="explicit").double()
+    fused = PNNHBottleneck(32, 32, coder_ratio=0.5, coder="orthogonal", impl="fused").double()
+    fused.load_state_dict(explicit.state_dict())
+    x = torch.randn(2, 32, 5, 5, dtype=torch.float64)
+    outputs = [block(x) for block in (explicit, fused)]
+    torch.testing.assert_close(*outputs, rtol=1e-10, atol=1e-10)
+    for out in outputs:
+        out.square().sum().backward()
+    for (name, a), (_, b) in zip(explicit.named_parameters(), fused.named_parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-9, msg=name)
+
+
+@pytest.mark.parametrize("name", ["pnnh50", "pnnh101"])
+def test_pnnh50_and_101_build_train_a_step_probe_and_pass_the_bound_check(name):
+    model = create_model(name, downsample_block="pnnh", image_size=32)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    loss = torch.nn.functional.cross_entropy(model(torch.randn(4, 3, 32, 32)), torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss)
+    fresh = create_model(name, downsample_block="pnnh", image_size=32)
+    frame = check_network(fresh, "synthetic", ProbeConfig(num_images=16, metrics=("survival", "moments", "theory")))
+    blocks = [m for m in fresh.modules() if isinstance(m, PNNHBottleneck)]
+    assert len(frame) == 1 + 3 * len(blocks) and set(frame["kind"][1:]) == {"pnnh"}
+    assert not_holding(frame).sum() == 0 and verdicts(frame).notna().sum() == len(blocks)
 
 
 def test_default_pnnh_net_is_plain_in_structure():

@@ -8,15 +8,15 @@ from ..helpers import activation_modules, count_activation_calls
 
 CIFAR_DEPTHS = [20, 32, 44, 56, 110]
 EXPECTED = (
-    {f"{family}{depth}" for family in ("plain", "resnet", "pnnh") for depth in [*CIFAR_DEPTHS, 18, 34]}
-    | {f"{family}{depth}" for family in ("plain", "resnet") for depth in (50, 101)}
+    {f"{family}{depth}" for family in ("plain", "resnet", "pnnh") for depth in [*CIFAR_DEPTHS, 18, 34, 50, 101]}
     | {f"vgg{depth}" for depth in (11, 13, 16, 19)}
 )
 
 
 def test_registry_holds_every_family_and_depth():
     assert set(list_models()) == EXPECTED
-    assert list_models("pnnh*") == ["pnnh18", "pnnh20", "pnnh32", "pnnh34", "pnnh44", "pnnh56", "pnnh110"]
+    assert list_models("pnnh*") == ["pnnh18", "pnnh20", "pnnh32", "pnnh34", "pnnh44", "pnnh50", "pnnh56", "pnnh101",
+                                    "pnnh110"]
     assert list_models(family="vgg") == ["vgg11", "vgg13", "vgg16", "vgg19"]
     assert get_model_entry("resnet110").depth == 110 and get_model_entry("plain50").family == "plain"
 
