@@ -1,4 +1,5 @@
-"""Training throughput of `dissipate train` itself: plain, residual and PNNH at equal depth, measured in one run.
+"""Training throughput of `dissipate train` itself: plain, residual and PNNH (fused, as it trains by default, and
+explicit, its +/- pair materialised) at equal depth, measured in one run.
 
 Each model trains for --epochs epochs through `dissipate.train.train` (on-device data, crop and flip, the optimizer
 step, and on CUDA bf16 autocast and channels_last), and the last epoch's images/s and peak memory are reported, with
@@ -15,10 +16,14 @@ from __future__ import annotations
 import argparse
 
 import torch
-from bench_models import FAMILIES, describe_device
+from bench_models import describe_device
 
 from dissipate.analyses.throughput import measure
 from dissipate.models.resnet import CIFAR_DEPTHS
+
+
+# (family, label suffix, model options): PNNH as it trains by default (fused), and with its +/- pair materialised
+VARIANTS = (("resnet", "", {}), ("plain", "", {}), ("pnnh", "", {}), ("pnnh", " (explicit)", {"impl": "explicit"}))
 
 
 def main() -> None:
@@ -44,16 +49,17 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for depth in args.depths:
         image_size = 32 if depth in CIFAR_DEPTHS else args.imagenet_size
-        rows = {family: measure(f"{family}{depth}", image_size, args.batch_size, args.subset, args.epochs, args.device,
-                                args.compile, data=args.data) for family in FAMILIES}
-        base = rows["resnet"]
-        for family, row in rows.items():
+        rows = {f"{family}{depth}{suffix}": measure(f"{family}{depth}", image_size, args.batch_size, args.subset,
+                                                    args.epochs, args.device, args.compile, data=args.data, **options)
+                for family, suffix, options in VARIANTS}
+        base = rows[f"resnet{depth}"]
+        for name, row in rows.items():
             if row is None:
-                print(f"| {family}{depth} | {image_size} | OOM | OOM | - |", flush=True)
+                print(f"| {name} | {image_size} | OOM | OOM | - |", flush=True)
                 continue
             ratio = f"{row['images_per_s'] / base['images_per_s']:.2f}x" if base else "-"
             peak = f"{row['peak_mem_mb']:.0f}" if on_cuda else "-"  # on the CPU: the process's peak so far
-            print(f"| {family}{depth} | {image_size} | {row['images_per_s']:.0f} | {peak} | {ratio} |", flush=True)
+            print(f"| {name} | {image_size} | {row['images_per_s']:.0f} | {peak} | {ratio} |", flush=True)
 
 
 if __name__ == "__main__":
