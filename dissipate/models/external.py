@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torchvision
 from torch import nn
 
 from ..errors import InvalidArgumentError
@@ -34,8 +35,6 @@ def _suggest(name: str, choices: list[str]) -> str:
 
 
 def _torchvision(name: str, num_classes: int | None, options: dict) -> nn.Module:
-    import torchvision
-
     known = torchvision.models.list_models()
     if name not in known:
         raise InvalidArgumentError(f"torchvision has no model {name!r}{_suggest(name, known)}")
@@ -86,14 +85,17 @@ def create_external(name: str, num_classes: int | None = None, in_chans: int = 3
     torchvision's models take 3-channel images; a timm model is built for `in_chans`. A factory gets only
     `options`. `num_classes` of None keeps the library's default head (what its published weights have)."""
     source, _, target = name.partition(":")
-    if source == "torchvision":
-        if in_chans != 3:
-            raise InvalidArgumentError(f"{name} takes 3-channel images, and these have {in_chans}")
-        model = _torchvision(target, num_classes, options)
-    elif source == "timm":
-        model = _timm(target, num_classes, in_chans, options)
-    else:
-        model = _factory(target, options)
+    if source == "torchvision" and in_chans != 3:
+        raise InvalidArgumentError(f"{name} takes 3-channel images, and these have {in_chans}")
+    try:
+        if source == "torchvision":
+            model = _torchvision(target, num_classes, options)
+        elif source == "timm":
+            model = _timm(target, num_classes, in_chans, options)
+        else:
+            model = _factory(target, options)
+    except TypeError as error:  # an option the builder does not take
+        raise InvalidArgumentError(f"{name} cannot be built with options {options}: {error}") from None
     model.spec = ModelSpec(name, num_classes or _head_size(model), in_chans, dict(options))
     return adapt(model)
 
@@ -119,8 +121,6 @@ def hub_weights(name: str, weights: str) -> Path:
     """The file of torchvision weight enum `weights` (e.g. "IMAGENET1K_V1", or "DEFAULT") of model `name`
     ("torchvision:resnet18") in torch's hub cache. It is never downloaded here: a missing file is one sentence
     that says where to put it."""
-    import torchvision
-
     source, _, target = name.partition(":")
     if source != "torchvision":
         raise InvalidArgumentError(f"--weights NAME picks one of torchvision's weight enums; for {name} give a file")

@@ -140,6 +140,8 @@ def test_a_weight_file_that_would_run_code_is_refused_and_never_runs(capsys, tmp
     (["--model", "module:tests.models.test_external:no_net"], "has no 'no_net'"),
     (["--model", "module:tests.models.test_external"], "module: takes PACKAGE.MODULE:FACTORY"),
     (["--model", "resnet20", "--weights", "IMAGENET1K_V1"], "dissipate's own take --checkpoint"),
+    (["--model", "torchvision:resnet18", "--model-arg", "depth=3"], "cannot be built with options {'depth': 3}"),
+    (["--model", "module:tests.models.test_external:small_net", "--model-arg", "depth=3"], "cannot be built"),
 ])
 def test_bad_names_and_weights_are_one_sentence(capsys, tmp_path, args, named):
     code, _, err = run_cli(capsys, "probe", "--num-images", "8", "--out", str(tmp_path / "out"), *args)
