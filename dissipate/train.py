@@ -394,7 +394,7 @@ EpochCallback = Callable[[dict], None]
 
 def train(config: TrainConfig, out: str | os.PathLike, resume: bool = False, progress: Progress | None = None,
           on_epoch: EpochCallback | None = None, stop_after: int | None = None, overwrite: bool = False,
-          given: Iterable[str] | None = None) -> list[dict]:
+          given: Iterable[str] | None = None, test_each_epoch: bool = True) -> list[dict]:
     """Train `config.model` on `config.data`; returns the log, one dict per epoch (LOG_COLUMNS).
 
     Each epoch appends a row to `out/log.csv` and writes `out/latest.pt` (and `out/best.pt` when the test accuracy
@@ -403,6 +403,8 @@ def train(config: TrainConfig, out: str | os.PathLike, resume: bool = False, pro
     explicitly, which must agree with the run's) or `overwrite=True` replaces it. `stop_after` ends the run after
     that epoch, as if it had been killed there. `progress(items, length, label)` wraps each epoch's batches, and
     `on_epoch(row)` sees each log row (rank 0 only). Under torchrun (WORLD_SIZE > 1) every rank calls this.
+    `test_each_epoch=False` skips the test split (its columns are NaN): for speed measurements, where a deep plain net's
+    eval pass after a few steps, with batch-norm statistics that have not settled, can overflow.
 
     With `config.probe_every` K > 0, the net is probed at initialisation and after every K-th epoch on the same
     `probe_images` test images (`probe_metrics`), and the rows go into `out/probes.csv` with an `epoch` column.
@@ -422,7 +424,7 @@ def train(config: TrainConfig, out: str | os.PathLike, resume: bool = False, pro
             if saved is not None and len(saved["history"]) >= config.epochs:
                 return list(saved["history"])  # finished already; _claim made its files agree
             try:
-                return _run(config, out, saved, device, ranks, progress, on_epoch, stop_after)
+                return _run(config, out, saved, device, ranks, progress, on_epoch, stop_after, test_each_epoch)
             except torch.OutOfMemoryError:
                 raise OutOfMemory(f"{config.model} at batch size {config.batch_size} does not fit in the memory "
                                   f"of {device}; lower --batch-size") from None
@@ -477,7 +479,8 @@ def _repair(out: Path, saved: dict) -> None:
 
 
 def _run(config: TrainConfig, out: Path, saved: dict | None, device: torch.device, ranks: Distributed,
-         progress: Progress | None, on_epoch: EpochCallback | None, stop_after: int | None) -> list[dict]:
+         progress: Progress | None, on_epoch: EpochCallback | None, stop_after: int | None,
+         test_each_epoch: bool = True) -> list[dict]:
     train_split, test_split = load_split(config, True, device), load_split(config, False, device)
     data = train_split.data
     fingerprint = f"{train_split.fingerprint()}-{test_split.fingerprint()}"
@@ -557,8 +560,9 @@ def _run(config: TrainConfig, out: Path, saved: dict | None, device: torch.devic
             raise _diverged(config, out, epoch, "the loss is not finite")
         elapsed = time.perf_counter() - started
         ranks.share_buffers(model)
-        test_loss, test_acc = evaluate(compiled, test_split, config, ranks, model_input, autocast)
-        if not (math.isfinite(test_loss) and _finite(model)):  # never saved: latest.pt stays the last good epoch
+        test_loss, test_acc = (evaluate(compiled, test_split, config, ranks, model_input, autocast)
+                               if test_each_epoch else (math.nan, math.nan))
+        if not _finite(model) or (test_each_epoch and not math.isfinite(test_loss)):  # never saved
             raise _diverged(config, out, epoch, "the weights or the test loss are not finite")
         row = {"epoch": epoch, "train_loss": loss_sum / count, "train_acc": correct / count, "test_loss": test_loss,
                "test_acc": test_acc, "lr": lr, "images_per_s": count / elapsed,

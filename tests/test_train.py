@@ -149,6 +149,12 @@ def test_a_killed_and_resumed_run_probes_each_epoch_exactly_once(tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(parts / "probes.csv"), pd.read_csv(whole / "probes.csv"))
 
 
+def test_a_speed_run_can_skip_the_test_split(tmp_path):
+    history = train(TrainConfig(**TINY, epochs=1), tmp_path, test_each_epoch=False)
+    assert np.isnan(history[0]["test_loss"]) and np.isnan(history[0]["test_acc"])
+    assert history[0]["images_per_s"] > 0 and np.isfinite(history[0]["train_loss"])
+
+
 def test_a_checkpoint_from_before_probing_existed_still_resumes(tmp_path):
     train(TrainConfig(**TINY, epochs=2), tmp_path, stop_after=1)
     saved = read_checkpoint(tmp_path / "latest.pt")
