@@ -92,13 +92,13 @@ class PNNHBlock(nn.Module):
         self.act2 = make_act(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        coder = self.coder[:, :, None, None]  # (k, C, 1, 1): a parametrised E is computed once per call
+        coder = self.coder  # (k, C): a parametrised E is computed once per call
         hidden = self.bn1(self.conv1(x))
-        if self.impl == "fused":
-            hidden, code = self.act1(hidden), F.conv2d(x, coder)
-        else:
-            hidden, code = cross(self.act1, hidden, F.conv2d(x, coder))
-        return self.act2(self.bn2(self.conv2(hidden)) + F.conv2d(code, coder.transpose(0, 1)))
+        if self.impl == "fused":  # E^T E x as one 1x1 conv
+            decoded = F.conv2d(x, (coder.T @ coder)[:, :, None, None])
+            return self.act2(self.bn2(self.conv2(self.act1(hidden))) + decoded)
+        hidden, code = cross(self.act1, hidden, F.conv2d(x, coder[:, :, None, None]))
+        return self.act2(self.bn2(self.conv2(hidden)) + F.conv2d(code, coder.T[:, :, None, None]))
 
 
 class PNNHDownsample(nn.Module):
@@ -166,15 +166,17 @@ class PNNHBottleneck(nn.Module):
         else:
             self.site_components = residual_components("act3", "bn3", self.downsample)
 
-    def _cross(self, act: nn.Module, learner: torch.Tensor, code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return (act(learner), code) if self.impl == "fused" else cross(act, learner, code)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.impl == "fused":  # the code is added where it arrives: S(x), or E^T E x as one 1x1 conv
+            hidden = self.act2(self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x))))))
+            decoded = self.downsample(x) if self.downsample is not None else F.conv2d(
+                x, (self.coder.T @ self.coder)[:, :, None, None])
+            return self.act3(self.bn3(self.conv3(hidden)) + decoded)
         coder = None if self.downsample is not None else self.coder[:, :, None, None]
-        hidden, code = self._cross(self.act1, self.bn1(self.conv1(x)), x if coder is None else F.conv2d(x, coder))
+        hidden, code = cross(self.act1, self.bn1(self.conv1(x)), x if coder is None else F.conv2d(x, coder))
         if coder is None:
             code = self.downsample(code)  # S(x), at the output's resolution and width
-        hidden, code = self._cross(self.act2, self.bn2(self.conv2(hidden)), code)
+        hidden, code = cross(self.act2, self.bn2(self.conv2(hidden)), code)
         decoded = code if coder is None else F.conv2d(code, coder.transpose(0, 1))
         return self.act3(self.bn3(self.conv3(hidden)) + decoded)
 
