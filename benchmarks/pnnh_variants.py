@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=110)
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--subset", type=int, default=4096)
+    parser.add_argument("--test-subset", type=int, default=2000, help="test images scored after each epoch")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.1)
@@ -46,8 +47,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="labels of the variants to run (all by default)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    print(f"depth {args.depth}, {args.data}, {args.subset} images, {args.epochs} epochs, batch {args.batch_size}, "
-          f"lr {args.lr} (warm-up {args.warmup} epochs, cosine), {args.device}\n")
+    print(f"depth {args.depth}, {args.data}, {args.subset} images ({args.test_subset} to test), {args.epochs} epochs, "
+          f"batch {args.batch_size}, lr {args.lr} (warm-up {args.warmup} epochs, cosine), {args.device}\n")
     print("| variant | last train loss | best test acc | largest abs(pre_mean) | minutes |")
     print("|---|---|---|---|---|")
     test_images = load_data(args.data, length=256)
@@ -56,7 +57,7 @@ def main() -> None:
             continue
         config = TrainConfig(model=f"{family}{args.depth}", data=args.data, epochs=args.epochs,
                              batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, subset=args.subset,
-                             device=args.device, model_kwargs=options)
+                             test_subset=args.test_subset, device=args.device, model_kwargs=options)
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as out:
             try:
