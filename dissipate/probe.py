@@ -472,7 +472,7 @@ def read_probes(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
     its epoch. Files that measured different metric families, or that different versions of dissipate wrote (as the
     probe_config.json beside them says), are refused with one sentence: their rows would not compare."""
     series: dict[str, pd.DataFrame] = {}
-    families: dict[str, set[str]] = {}
+    families: dict[str, str] = {}
     versions: dict[str, str] = {}
     for path in map(Path, paths):
         try:
@@ -481,19 +481,18 @@ def read_probes(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
             raise InvalidArgumentError(f"cannot read {path} as a probe's CSV: {str(error).splitlines()[0]}") from None
         if not {"site", "depth", "channels"} <= set(frame.columns):
             raise InvalidArgumentError(f"{path} is not a probe's CSV (it has no site, depth and channels columns)")
-        families[str(path)] = {m for m, columns in METRIC_COLUMNS.items() if set(columns) & set(frame.columns)}
-        config = path.parent / "probe_config.json"
-        if config.is_file():
-            versions[str(path)] = str(json.loads(config.read_text()).get("version", "before 0.1.0"))
+        families[str(path)] = ", ".join(m for m, columns in METRIC_COLUMNS.items() if set(columns) & set(frame))
+        try:
+            versions[str(path)] = str(json.loads((path.parent / "probe_config.json").read_text())["version"])
+        except (OSError, ValueError, KeyError, TypeError):  # none beside it (a training run's probes), or no version
+            pass
         label = path.parent.name or path.stem
-        label = label if label not in series and f"{label}, epoch 0" not in series else str(path)
+        label = str(path) if any(name.split(", epoch ")[0] == label for name in series) else label
         groups = frame.groupby("epoch", sort=True) if "epoch" in frame else [(None, frame)]
         for epoch, rows in groups:
             series[label if epoch is None else f"{label}, epoch {epoch}"] = rows.reset_index(drop=True)
     for what, found in (("metric families", families), ("versions of dissipate", versions)):
-        distinct = {frozenset(v) if isinstance(v, set) else v for v in found.values()}
-        if len(distinct) > 1:
-            shown = "; ".join(f"{path}: {', '.join(sorted(v)) if isinstance(v, set) else v}"
-                              for path, v in found.items())
+        if len(set(found.values())) > 1:
+            shown = "; ".join(f"{path}: {value}" for path, value in found.items())
             raise InvalidArgumentError(f"these probes have different {what} ({shown}); probe them alike to compare")
     return series
