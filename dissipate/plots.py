@@ -48,12 +48,9 @@ def probe_figure(frame: pd.DataFrame, title: str | None = None) -> Figure | None
     panels = _probe_panels(frame)
     if not panels:
         return None
-    columns = 2 if len(panels) in (2, 4) else min(len(panels), 3)
-    rows = -(-len(panels) // columns)
-    figure = Figure(figsize=(4.2 * columns, 3.2 * rows), layout="constrained")
-    axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
+    figure, axes = _panel_grid(len(panels))
     depth = frame["depth"].to_numpy()
-    for axis, (label, values, reference) in zip(axes, panels, strict=False):  # spare axes are hidden below
+    for axis, (label, values, reference) in zip(axes, panels, strict=True):
         axis.plot(depth, values.to_numpy(), color="0.8", linewidth=1, zorder=1)
         for kind, colour in KIND_COLOURS.items():
             chosen = (frame["kind"] == kind).to_numpy()
@@ -61,14 +58,7 @@ def probe_figure(frame: pd.DataFrame, title: str | None = None) -> Figure | None
                 axis.scatter(depth[chosen], values.to_numpy()[chosen], s=14, color=colour, label=kind, zorder=2)
         if reference and reference in frame and frame[reference].notna().any():
             axis.axhline(frame[reference].iloc[0], color="crimson", linestyle="--", linewidth=1, label="noise level")
-        low, high = np.nanmin(values.to_numpy(dtype=float)), np.nanmax(values.to_numpy(dtype=float))
-        axis.set_ylim(min(0.0, low) - 0.02, max(1.0, high) + 0.02)
-        axis.set_title(label, fontsize=10)
-        axis.set_xlabel("activation site (depth)")
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axis.grid(alpha=0.3)
-    for axis in axes[len(panels):]:
-        axis.set_visible(False)
+        _depth_panel(axis, label)
     _figure_legend(figure, axes, columns=6)
     figure.suptitle(title or f"{frame.attrs.get('model', '')} on {frame.attrs.get('data', '')}")
     return figure
@@ -86,27 +76,40 @@ def probes_figure(series: dict[str, pd.DataFrame]) -> Figure:
     colour per probe, with a legend: models, checkpoints, or the epochs of a training run's probes.csv."""
     panels = {label: _probe_panels(frame) for label, frame in series.items()}
     titles = [title for title, _, _ in next(iter(panels.values()))]
-    columns = 2 if len(titles) in (2, 4) else min(len(titles), 3)
-    rows = -(-len(titles) // columns)
-    figure = Figure(figsize=(4.4 * columns, 3.3 * rows + 0.4 * (len(series) // 4 + 1)), layout="constrained")
-    axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
+    figure, axes = _panel_grid(len(titles), legend_rows=len(series) // 4 + 1)
     colours = [f"C{k % 10}" for k in range(len(series))]
-    for axis, title in zip(axes, titles, strict=False):  # spare axes are hidden below
+    for axis, title in zip(axes, titles, strict=True):
         for colour, (label, frame) in zip(colours, series.items(), strict=True):
             values = {t: v for t, v, _ in panels[label]}.get(title)
             if values is None:  # a column this probe has no number in (DISTS without its weights)
                 continue
             axis.plot(frame["depth"], values, color=colour, marker="o", markersize=3, linewidth=1.2, label=label)
-        axis.set_ylim(min(0.0, axis.get_ylim()[0]), max(1.0, axis.get_ylim()[1]))
-        axis.set_title(title, fontsize=10)
-        axis.set_xlabel("activation site (depth)")
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axis.grid(alpha=0.3)
-    for axis in axes[len(titles):]:
-        axis.set_visible(False)
+        _depth_panel(axis, title)
     _figure_legend(figure, axes[:1], columns=4)
     figure.suptitle(f"{len(series)} probes compared")
     return figure
+
+
+def _panel_grid(count: int, legend_rows: int = 1) -> tuple[Figure, np.ndarray]:
+    """A figure of `count` panels, two or three to a row (spare axes hidden), with room for a legend under them."""
+    columns = 2 if count in (2, 4) else min(count, 3)
+    rows = -(-count // columns)
+    figure = Figure(figsize=(4.2 * columns, 3.2 * rows + 0.3 * legend_rows), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
+    for axis in axes[count:]:
+        axis.set_visible(False)
+    return figure, axes[:count]
+
+
+def _depth_panel(axis, title: str) -> None:
+    """A probe panel's axes: against the site's depth, spanning at least 0 to 1 (every quantity drawn lies in [0, 1],
+    R^2 and CKA dipping below 0), so that 0.49 to 0.51 is drawn as the flat line it is, not as structure."""
+    low, high = axis.get_ylim()
+    axis.set_ylim(min(0.0, low) - 0.02, max(1.0, high) + 0.02)
+    axis.set_title(title, fontsize=10)
+    axis.set_xlabel("activation site (depth)")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.grid(alpha=0.3)
 
 
 def _figure_legend(figure: Figure, axes, columns: int) -> None:
