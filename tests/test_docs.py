@@ -36,7 +36,7 @@ def test_nothing_cites_a_design_document_outside_the_repository():
     sources = [*ROOT.glob("dissipate/**/*.py"), *ROOT.glob("benchmarks/*"), *DOCUMENTS]
     for path in sources:
         if path.is_file():
-            assert "DESIGN.md" not in path.read_text(errors="replace"), path
+            assert "DESIGN" + ".md" not in path.read_text(errors="replace"), path  # spelt apart, so that no file names it
 
 
 @pytest.mark.parametrize("command", [cli.probe, cli.figures], ids=lambda command: command.__name__)

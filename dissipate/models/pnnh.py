@@ -34,10 +34,10 @@ from torch import nn
 from torch.nn.utils.parametrizations import orthogonal
 
 from ..errors import InvalidArgumentError
-from ._layers import conv1x1, conv3x3, make_act, scaled_width
+from ._layers import conv3x3, make_act, scaled_width
 from ._registry import register_model
-from .resnet import (CIFAR_DEPTHS, IMAGENET_LAYERS, BasicBlock, Bottleneck, ResNet, depth_plan, make_shortcut,
-                     residual_components)
+from .resnet import (CIFAR_DEPTHS, IMAGENET_LAYERS, BasicBlock, Bottleneck, ResNet, bottleneck_layers, depth_plan,
+                     make_shortcut, residual_components)
 
 DOWNSAMPLE_BLOCKS = ("plain", "original", "pnnh")
 CODERS = ("free", "orthogonal")
@@ -145,15 +145,7 @@ class PNNHBottleneck(nn.Module):
         super().__init__()
         mid_chs = scaled_width(out_chs // self.expansion, learner_ratio, "learner_ratio", MAX_LEARNER_RATIO)
         self.impl = _choice("impl", impl, IMPLS)
-        self.conv1 = conv1x1(in_chs, mid_chs)
-        self.bn1 = nn.BatchNorm2d(mid_chs)
-        self.act1 = make_act(act)
-        self.conv2 = conv3x3(mid_chs, mid_chs, stride)
-        self.bn2 = nn.BatchNorm2d(mid_chs)
-        self.act2 = make_act(act)
-        self.conv3 = conv1x1(mid_chs, out_chs)
-        self.bn3 = nn.BatchNorm2d(out_chs)
-        self.act3 = make_act(act)
+        bottleneck_layers(self, in_chs, mid_chs, out_chs, stride, act)  # act1 and act2 carry the code when explicit
         self.downsample = make_shortcut(shortcut, in_chs, out_chs, stride)
         if self.downsample is None:  # the coder's code, E x
             self.coder_chs = scaled_width(out_chs, coder_ratio, "coder_ratio", 1)

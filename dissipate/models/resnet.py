@@ -69,6 +69,14 @@ class BasicBlock(nn.Module):
         return self.act2(out)
 
 
+def bottleneck_layers(block: nn.Module, in_chs: int, mid_chs: int, out_chs: int, stride: int, act: str) -> None:
+    """Give `block` a bottleneck's layers, named as torchvision names them: conv1 (1x1 reduce), conv2 (3x3, carrying
+    the stride, as torchvision's v1.5), conv3 (1x1 expand), each with its BN, and the activations act1 to act3."""
+    block.conv1, block.bn1, block.act1 = conv1x1(in_chs, mid_chs), nn.BatchNorm2d(mid_chs), make_act(act)
+    block.conv2, block.bn2, block.act2 = conv3x3(mid_chs, mid_chs, stride), nn.BatchNorm2d(mid_chs), make_act(act)
+    block.conv3, block.bn3, block.act3 = conv1x1(mid_chs, out_chs), nn.BatchNorm2d(out_chs), make_act(act)
+
+
 class Bottleneck(nn.Module):
     """1x1 reduce, 3x3 (carrying the stride, as torchvision's v1.5), 1x1 expand by 4; plain when `residual=False`."""
 
@@ -77,19 +85,10 @@ class Bottleneck(nn.Module):
     def __init__(self, in_chs: int, out_chs: int, stride: int = 1, *, residual: bool = True,
                  shortcut: str = "projection", act: str = "relu"):
         super().__init__()
-        mid_chs = out_chs // self.expansion
         self.kind = "residual" if residual else "plain"
-        self.conv1 = conv1x1(in_chs, mid_chs)
-        self.bn1 = nn.BatchNorm2d(mid_chs)
-        self.act1 = make_act(act)
-        self.conv2 = conv3x3(mid_chs, mid_chs, stride)
-        self.bn2 = nn.BatchNorm2d(mid_chs)
-        self.act2 = make_act(act)
-        self.conv3 = conv1x1(mid_chs, out_chs)
-        self.bn3 = nn.BatchNorm2d(out_chs)
+        bottleneck_layers(self, in_chs, out_chs // self.expansion, out_chs, stride, act)
         self.residual = residual
         self.downsample = make_shortcut(shortcut, in_chs, out_chs, stride) if residual else None
-        self.act3 = make_act(act)
         self.site_kinds = {"act1": "plain", "act2": "plain", "act3": self.kind}
         self.site_components = residual_components("act3", "bn3", self.downsample) if residual else {}
 
