@@ -46,6 +46,7 @@ class Recipe:
     probe_metrics: tuple[str, ...] = ("survival", "moments", "rank", "cka", "recon", "theory")
     probe_every: int = 0  # epochs between the probes that a run takes as it trains (dissipation through training)
     train_probe_images: int = 128
+    train_probe_metrics: str = "survival,rank,cka"
 
     def describe(self, data: str | None = None) -> str:
         images = f"{self.subset} images" if self.subset else "all images"
@@ -172,7 +173,7 @@ class Context:
                            lr=r.lr, warmup=r.warmup, subset=r.subset, test_subset=r.test_subset,
                            image_size=r.image_size, model_kwargs=dict(variant.options), data_dir=self.data_dir,
                            device=self.device, channels_last=r.channels_last, probe_every=r.probe_every,
-                           probe_images=r.train_probe_images, probe_metrics="survival,rank,cka")
+                           probe_images=r.train_probe_images, probe_metrics=r.train_probe_metrics)
 
     def run_dir(self, config: TrainConfig) -> Path:
         """cache/PRESET/runs/MODEL-DATA-HASH: the hash covers everything that decides the result (the probe settings

@@ -47,7 +47,7 @@ def runs(preset: str) -> list[tuple[Variant, None]]:
 def plan(preset: str) -> list[str]:
     recipe = RECIPES[preset]
     return [f"dissipation through training: each run probes {recipe.train_probe_images} test images at epoch 0 and "
-            f"every {recipe.probe_every} epochs (survival, rank, cka)"]
+            f"every {recipe.probe_every} epochs ({recipe.train_probe_metrics})"]
 
 
 def compute(ctx: Context) -> pd.DataFrame:
