@@ -2,8 +2,11 @@
 
 Format (docs/design.md, section 5)::
 
-    {"format": "dissipate", "version": 1, "model": name, "model_kwargs": {...}, "state_dict": ...,
+    {"format": "dissipate", "version": 2, "model": name, "model_kwargs": {...}, "state_dict": ...,
      "num_classes": ..., "in_chans": ..., "dataset": ..., "epoch": ..., "metrics": {...}}
+
+Version 2 records every option the model was built with, defaults included; version 1 recorded those given, and
+is read with the defaults of its day (`ModelEntry.first_defaults`).
 
 A bare state_dict (torchvision's weights, say) is accepted too, together with a model name.
 """
@@ -19,12 +22,13 @@ import torch
 from torch import nn
 
 from ._io import atomic_write, load_weights
-from .errors import CheckpointError, InvalidArgumentError
-from .models import MAX_CHANNELS, MAX_CLASSES, check_options, create_model, external_source
+from .errors import CheckpointError, InvalidArgumentError, UnknownModelError
+from .models import MAX_CHANNELS, MAX_CLASSES, check_options, create_model, external_source, get_model_entry
 from .models.external import head_classes
 
 FORMAT = "dissipate"
-VERSION = 1
+VERSION = 2
+READABLE = (1, 2)
 REQUIRED_KEYS = ("model", "model_kwargs", "state_dict", "num_classes", "in_chans")
 MAX_KEYS_SHOWN = 5
 HEADER_CHECKS = {  # what each header value must be, before a model is built from it
@@ -60,9 +64,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     content = load_weights(path, "checkpoint file")
     if isinstance(content, dict) and content.get("format") == FORMAT:
-        if content.get("version") != VERSION:
+        if content.get("version") not in READABLE:
             raise CheckpointError(f"{path} is a dissipate checkpoint of version {content.get('version')!r}; "
-                                  f"this dissipate reads version {VERSION}")
+                                  f"this dissipate reads versions {', '.join(map(str, READABLE))}")
         missing = [key for key in REQUIRED_KEYS if key not in content]
         if missing:
             raise CheckpointError(f"{path} is a damaged dissipate checkpoint: it lacks {', '.join(missing)}")
@@ -107,11 +111,23 @@ def model_from_checkpoint(checkpoint: dict, name: str | None = None, source: str
             raise CheckpointError(f"{source} is a checkpoint of {checkpoint['model']!r}, not of {name!r}")
         try:
             model = create_model(checkpoint["model"], num_classes=checkpoint["num_classes"],
-                                 in_chans=checkpoint["in_chans"], **checkpoint["model_kwargs"])
+                                 in_chans=checkpoint["in_chans"], **saved_options(checkpoint))
         except InvalidArgumentError as error:  # a name or options that this dissipate does not build
             raise CheckpointError(f"{source} cannot be rebuilt: {error}") from None
     load_state_dict(model, checkpoint["state_dict"], source=source)
     return model
+
+
+def saved_options(checkpoint: dict) -> dict[str, Any]:
+    """The options that rebuild a checkpoint's model as it was saved: its model_kwargs, and for a version-1 checkpoint
+    of a registered model the defaults of that day where it recorded none."""
+    options = checkpoint["model_kwargs"]
+    if checkpoint["version"] == 1 and not external_source(checkpoint["model"]):
+        try:
+            options = {**get_model_entry(checkpoint["model"]).first_defaults, **options}
+        except UnknownModelError:  # create_model says so, with suggestions
+            pass
+    return options
 
 
 def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "state_dict") -> None:

@@ -42,7 +42,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from ._io import atomic_write, os_error_reason, writable_directory
-from .checkpoint import load_state_dict, read_checkpoint, save_checkpoint
+from .checkpoint import load_state_dict, read_checkpoint, save_checkpoint, saved_options
 from .data import MAX_IMAGE_SIZE, DeadLeaves, ImageData, load_data, loader_batches, seeded_choice
 from .errors import (CheckpointError, DissipateError, InvalidArgumentError, OutOfMemory, TrainingDiverged,
                      WriteFailed)
@@ -495,8 +495,9 @@ def _run(config: TrainConfig, out: Path, saved: dict | None, device: torch.devic
                                    "processes")
 
     torch.manual_seed(config.seed)  # the same initial weights on every rank, and for every run of this seed
+    options = config.model_kwargs if saved is None else saved_options(saved)  # a resumed net is built as it was
     model = create_model(config.model, num_classes=data.num_classes, in_chans=data.in_chans,
-                         image_size=data.image_size, **config.model_kwargs)
+                         image_size=data.image_size, **options)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,

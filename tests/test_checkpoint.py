@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import subprocess
 import sys
@@ -11,6 +12,8 @@ import torchvision
 from dissipate.checkpoint import load_model, read_checkpoint, save_checkpoint
 from dissipate.errors import CheckpointError, InvalidArgumentError
 from dissipate.models import create_model
+from dissipate.models.pnnh import FIRST_DEFAULTS
+from dissipate.train import TrainConfig, train
 
 from .helpers import Exploit, randomize_batchnorm
 
@@ -27,12 +30,34 @@ def test_round_trip_keeps_weights_spec_and_metadata(tmp_path):
     loaded, checkpoint = load_model(path)
     assert _same_weights(model, loaded)
     assert loaded.spec == model.spec
-    assert (checkpoint["format"], checkpoint["version"], checkpoint["model"]) == ("dissipate", 1, "pnnh20")
+    assert (checkpoint["format"], checkpoint["version"], checkpoint["model"]) == ("dissipate", 2, "pnnh20")
     assert (checkpoint["dataset"], checkpoint["epoch"], checkpoint["metrics"]) == ("fashion-mnist", 3, {"test_acc": 0.9})
     x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval()(x), model.eval()(x))
     assert os.listdir(tmp_path) == ["ckpt.pt"]  # no temporary file left behind
+
+
+def test_a_version_1_checkpoint_rebuilds_the_net_of_its_day(tmp_path):
+    """Version 1 recorded only the options given; PNNH's defaults have changed since (plain stage transitions and a
+    free coder then). Such a checkpoint still loads into the net it was saved from, and a run of its day resumes."""
+    old = create_model("pnnh20", **FIRST_DEFAULTS, coder_ratio=0.5)
+    randomize_batchnorm(old)
+    path = save_checkpoint(tmp_path / "ckpt.pt", old)
+    checkpoint = torch.load(path, weights_only=True)
+    torch.save({**checkpoint, "version": 1, "model_kwargs": {"stem": "cifar", "coder_ratio": 0.5}}, path)
+    loaded, _ = load_model(path)
+    assert _same_weights(old, loaded) and loaded.spec.kwargs == old.spec.kwargs
+
+    config = TrainConfig(model="pnnh20", data="synthetic", epochs=2, batch_size=16, subset=32, test_subset=16,
+                         image_size=16)
+    train(dataclasses.replace(config, model_kwargs=FIRST_DEFAULTS), tmp_path / "run", stop_after=1)
+    latest = tmp_path / "run" / "latest.pt"
+    saved = torch.load(latest, weights_only=True)
+    saved["train_config"]["model_kwargs"] = {}  # as a run of that day recorded it
+    torch.save({**saved, "version": 1, "model_kwargs": {"stem": "cifar"}}, latest)
+    log = train(config, tmp_path / "run", resume=True)
+    assert len(log) == 2
 
 
 def test_bare_state_dict_needs_and_takes_a_model_name(tmp_path):
@@ -91,9 +116,9 @@ def test_checkpoint_of_another_model_is_named(tmp_path):
 def test_checkpoint_from_a_newer_version_or_damaged_is_refused(tmp_path):
     path = save_checkpoint(tmp_path / "ckpt.pt", create_model("resnet20"))
     checkpoint = torch.load(path, weights_only=True)
-    torch.save({**checkpoint, "version": 2}, tmp_path / "v2.pt")
-    with pytest.raises(CheckpointError, match="version 2; this dissipate reads version 1"):
-        read_checkpoint(tmp_path / "v2.pt")
+    torch.save({**checkpoint, "version": 3}, tmp_path / "v3.pt")
+    with pytest.raises(CheckpointError, match="version 3; this dissipate reads versions 1, 2"):
+        read_checkpoint(tmp_path / "v3.pt")
     del checkpoint["state_dict"]
     torch.save(checkpoint, tmp_path / "damaged.pt")
     with pytest.raises(CheckpointError, match="damaged dissipate checkpoint: it lacks state_dict"):

@@ -16,9 +16,12 @@ from ._common import Context
 NAME = "tables"
 DESCRIPTION = "accuracy, parameters, FLOPs and throughput per trained net (CSV and Markdown)"
 COLUMNS = ("preset", "dataset", "model", "family", "model_depth", "params", "image_size", "flops", "test_acc",
-           "best_test_acc", "train_loss", "status", "throughput_px", "images_per_s")
+           "best_test_acc", "train_loss", "status", "throughput_px", "images_per_s", "acc_vs_resnet",
+           "params_vs_resnet", "speed_vs_resnet")
+MATCH = 0.01  # "matches ResNet": final test accuracy at most one point below the ResNet of its depth
 MARKDOWN_COLUMNS = {"model": "model", "params": "params (M)", "flops": "GFLOPs / image", "test_acc": "test acc. (%)",
-                    "train_loss": "final train loss", "images_per_s": "train images/s"}
+                    "train_loss": "final train loss", "images_per_s": "train images/s",
+                    "acc_vs_resnet": "vs ResNet: acc. (points)", "params_vs_resnet": "params", "speed_vs_resnet": "images/s"}
 
 
 @dataclass(frozen=True)
@@ -34,14 +37,43 @@ def compute(ctx: Context) -> pd.DataFrame:
     speed, _ = ctx.result(throughput)
     speed = speed.drop_duplicates("model")[["model", "image_size", "images_per_s"]]  # its first (smallest) size
     joined = accuracy.merge(speed.rename(columns={"image_size": "throughput_px"}), on="model", how="left")
+    resnet = joined[joined["family"] == "resnet"].set_index(["dataset", "model_depth"])
+    same_depth = resnet.reindex(pd.MultiIndex.from_frame(joined[["dataset", "model_depth"]]))
+    for column, value in (("acc_vs_resnet", "test_acc"), ("params_vs_resnet", "params"),
+                          ("speed_vs_resnet", "images_per_s")):
+        compared = same_depth[value].to_numpy()
+        joined[column] = joined[value] - compared if column == "acc_vs_resnet" else joined[value] / compared
     return joined.reindex(columns=list(COLUMNS))
+
+
+def narrowest(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and depth, the PNNH net with the fewest parameters whose accuracy matches ResNet's (MATCH)."""
+    matching = frame[(frame["family"] == "pnnh") & (frame["acc_vs_resnet"] >= -MATCH - 1e-9)]
+    return matching.sort_values("params").drop_duplicates(["dataset", "model_depth"]).sort_values(
+        ["dataset", "model_depth"])
+
+
+def headline(frame: pd.DataFrame) -> list[str]:
+    best = narrowest(frame).set_index(["dataset", "model_depth"])
+    lines = []
+    for data, depth in frame.loc[frame["family"] == "resnet", ["dataset", "model_depth"]].itertuples(index=False):
+        if (data, depth) not in best.index:
+            lines.append(f"{data} depth {depth}: no PNNH within {100 * MATCH:.0f} point of ResNet")
+            continue
+        r = best.loc[(data, depth)]
+        lines.append(f"{data} depth {depth}: the narrowest PNNH within {100 * MATCH:.0f} point of ResNet is "
+                     f"{r.model}, {100 * r.test_acc:.1f}% ({100 * r.acc_vs_resnet:+.1f} points), "
+                     f"{r.params_vs_resnet:.2f}x the parameters, {r.speed_vs_resnet:.2f}x the training images/s")
+    return lines
 
 
 def markdown(frame: pd.DataFrame) -> str:
     """One Markdown table per dataset, in the units a reader wants (millions, GFLOPs, percent)."""
-    shown = frame.assign(params=frame["params"] / 1e6, flops=frame["flops"] / 1e9, test_acc=100 * frame["test_acc"])
+    shown = frame.assign(params=frame["params"] / 1e6, flops=frame["flops"] / 1e9, test_acc=100 * frame["test_acc"],
+                         acc_vs_resnet=100 * frame["acc_vs_resnet"])
     formats = {"params": "{:.2f}", "flops": "{:.3f}", "test_acc": "{:.2f}", "train_loss": "{:.3f}",
-               "images_per_s": "{:.0f}"}
+               "images_per_s": "{:.0f}", "acc_vs_resnet": "{:+.1f}", "params_vs_resnet": "{:.2f}x",
+               "speed_vs_resnet": "{:.2f}x"}
     parts = []
     for data, rows in shown.groupby("dataset", sort=False):
         size = int(rows["image_size"].iloc[0])
@@ -54,6 +86,10 @@ def markdown(frame: pd.DataFrame) -> str:
                      for c in MARKDOWN_COLUMNS]
             parts.append("| " + " | ".join(cells) + " |")
         parts.append("")
+    best = headline(frame)
+    if best:
+        parts += ["The narrowest PNNH whose final test accuracy is within one point of the ResNet of its depth:", "",
+                  *(f"- {line}" for line in best), ""]
     return "\n".join(parts)
 
 

@@ -17,6 +17,7 @@ from ..errors import OutOfMemory
 from ..plots import FAMILY_COLOURS, FAMILY_LABELS, caption_line, finish_figure
 from ..probe import resolve_device
 from ..train import TrainConfig, train
+from . import accuracy_params
 from ._common import COMPARED, COMPARED_DEPTHS, Context, Variant, family_models
 
 NAME = "throughput"
@@ -44,7 +45,8 @@ class Settings:
 PRESETS = {
     "smoke": Settings((Setting(family_models(COMPARED, (20,)), image_size=16, batch_size=32, images=64),)),
     "cpu": Settings((Setting(family_models(COMPARED, COMPARED_DEPTHS), image_size=32, batch_size=64, images=256),
-                     Setting(family_models(COMPARED, (18, 34)), image_size=64, batch_size=64, images=256))),
+                     Setting(family_models(COMPARED, (18, 34)), image_size=64, batch_size=64, images=256),
+                     Setting(accuracy_params.narrow_models("cpu"), image_size=32, batch_size=64, images=256))),
     "paper": Settings((Setting(family_models(COMPARED, COMPARED_DEPTHS), image_size=32, batch_size=1024,
                                images=16384),
                        Setting(family_models(COMPARED, (18, 34)), image_size=224, batch_size=512, images=8192))),
@@ -93,7 +95,13 @@ def compute(ctx: Context) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
+def full_width(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of nets at their family's width (the figure's bars), not the narrower PNNH nets timed for the table."""
+    return frame[frame["model"] == frame["family"] + frame["model_depth"].astype(str)]
+
+
 def draw(frame: pd.DataFrame) -> Figure:
+    frame = full_width(frame)
     groups = list(frame.groupby(["image_size", "model_depth"], sort=False))
     families = list(dict.fromkeys(frame["family"]))
     width = 0.8 / len(families)
@@ -126,7 +134,7 @@ def draw(frame: pd.DataFrame) -> Figure:
 
 def headline(frame: pd.DataFrame) -> list[str]:
     lines = []
-    for (size, depth), rows in frame.groupby(["image_size", "model_depth"], sort=False):
+    for (size, depth), rows in full_width(frame).groupby(["image_size", "model_depth"], sort=False):
         speed = dict(zip(rows["family"], rows["images_per_s"], strict=True))
         ratios = ", ".join(f"{family}/resnet {speed[family] / speed['resnet']:.2f}x" for family in speed
                            if family != "resnet" and "resnet" in speed)

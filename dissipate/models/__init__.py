@@ -3,9 +3,9 @@ and other libraries' models by name ("torchvision:resnet18", "timm:NAME", "modul
 
 from . import external, pnnh, resnet, vgg  # noqa: F401  (importing a family registers its models)
 from ._registry import (MAX_CHANNELS, MAX_CLASSES, ModelEntry, ModelSpec, check_options, create_model, external_source,
-                        get_model_entry, list_models, register_model)
+                        get_model_entry, list_models, model_options, register_model)
 from ._summary import count_flops, count_parameters, model_table, select_models
 
 __all__ = ["MAX_CHANNELS", "MAX_CLASSES", "ModelEntry", "ModelSpec", "check_options", "count_flops", "count_parameters",
-           "create_model", "external_source", "get_model_entry", "list_models", "model_table", "register_model",
-           "select_models"]
+           "create_model", "external_source", "get_model_entry", "list_models", "model_options", "model_table",
+           "register_model", "select_models"]

@@ -27,6 +27,7 @@ class ModelEntry:
     depth: int  # weighted layers, as in the model's name
     builder: Callable[..., nn.Module]
     natural_stem: str  # the stem used when neither `stem` nor `image_size` is given
+    first_defaults: dict[str, Any] = field(default_factory=dict)  # options whose default changed since checkpoint v1
 
 
 @dataclass(frozen=True)
@@ -44,11 +45,13 @@ _sources: dict[str, Callable[..., nn.Module]] = {}  # "torchvision" -> builder o
 
 
 def register_model(name: str, builder: Callable[..., nn.Module], *, family: str, depth: int,
-                   natural_stem: str) -> None:
-    """Add `builder` (called as builder(num_classes=, in_chans=, stem=, **kwargs)) to the registry."""
+                   natural_stem: str, first_defaults: dict[str, Any] | None = None) -> None:
+    """Add `builder` (called as builder(num_classes=, in_chans=, stem=, **kwargs)) to the registry.
+    `first_defaults`: the defaults of options that have changed since checkpoints began recording every option
+    (version 1 recorded only those given), so that an old checkpoint rebuilds the net it was saved from."""
     if name in _entries:
         raise ValueError(f"model {name!r} is registered twice")
-    _entries[name] = ModelEntry(name, family, depth, builder, natural_stem)
+    _entries[name] = ModelEntry(name, family, depth, builder, natural_stem, dict(first_defaults or {}))
 
 
 def register_source(prefix: str, builder: Callable[..., nn.Module]) -> None:
@@ -147,12 +150,22 @@ def create_model(name: str, num_classes: int = 10, in_chans: int = 3, stem: str 
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
             raise InvalidArgumentError(f"{arg} must be an integer from 1 to {most}, got {value!r}")
     stem = resolve_stem(entry, stem, image_size)
-    fixed = set(getattr(entry.builder, "keywords", {}))  # what the name decides (resnetN's residual=True)
-    accepted = set(inspect.signature(entry.builder).parameters) - {"num_classes", "in_chans", "stem", *fixed}
-    unknown = sorted(set(kwargs) - accepted)
-    if unknown:
-        raise InvalidArgumentError(
-            f"model {name!r} takes no argument {', '.join(unknown)}; it takes {', '.join(sorted(accepted)) or 'none'}")
+    options = model_options(entry, kwargs)
     model = entry.builder(num_classes=num_classes, in_chans=in_chans, stem=stem, **kwargs)
-    model.spec = ModelSpec(name, num_classes, in_chans, {"stem": stem, **kwargs})
+    model.spec = ModelSpec(name, num_classes, in_chans, {"stem": stem, **options})
     return model
+
+
+def model_options(entry: ModelEntry | str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Every option a registered model builds with: its builder's defaults, overridden by `kwargs` (which must all
+    be options it takes). What a spec records, so that a net rebuilds as it was whatever the defaults become."""
+    entry = get_model_entry(entry) if isinstance(entry, str) else entry
+    fixed = set(getattr(entry.builder, "keywords", {}))  # what the name decides (resnetN's residual=True)
+    parameters = {name: p for name, p in inspect.signature(entry.builder).parameters.items()
+                  if name not in {"num_classes", "in_chans", "stem", *fixed}}
+    unknown = sorted(set(kwargs) - set(parameters))
+    if unknown:
+        raise InvalidArgumentError(f"model {entry.name!r} takes no argument {', '.join(unknown)}; it takes "
+                                   f"{', '.join(sorted(parameters)) or 'none'}")
+    defaults = {name: p.default for name, p in parameters.items() if p.default is not inspect.Parameter.empty}
+    return {**defaults, **kwargs}

@@ -18,19 +18,24 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def count_flops(model: nn.Module, image_size: int, in_chans: int = 3) -> int:
-    """Forward FLOPs for one image of `image_size` px, as torch.utils.flop_counter counts them (2 per multiply-add).
+    """Forward FLOPs per image of `image_size` px, as torch.utils.flop_counter counts them (2 per multiply-add).
 
-    Convolutions and matrix products only: BN, activations and pooling are not counted.
+    Convolutions and matrix products only: BN, activations and pooling are not counted. What a forward computes
+    once whatever the batch (a PNNH block's E^T E, an orthogonal coder's map) is not per image: the count is that of
+    two images less that of one.
     """
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()  # batch statistics of one image are undefined where the feature map is 1x1
+    counts = []
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, in_chans, image_size, image_size, device=device))
+        for batch in (1, 2):
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                model(torch.zeros(batch, in_chans, image_size, image_size, device=device))
+            counts.append(counter.get_total_flops())
     finally:
         model.train(was_training)
-    return counter.get_total_flops()
+    return counts[1] - counts[0]
 
 
 def select_models(patterns: Sequence[str] = ()) -> list[str]:

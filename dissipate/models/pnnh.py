@@ -14,11 +14,13 @@ E^T (c+ - c-) = E^T E x: the code survives intact with no shortcut around any la
 with k = C, E^T E = I and the block starts as the function of a residual block while staying plain in structure.
 h, c+ and c- go through one activation module over their concatenated channels, so a probe sees one site per layer.
 
-Blocks that change shape (stride 2) are plain conv-BN-act pairs (`downsample_block="plain"`, so the whole net is
-plain), the residual block with its shortcut (`"original"`), or PNNH transitions whose code is the shortcut's map
-(`"pnnh"`). Bottleneck nets (pnnh50, pnnh101) carry the code across all three activations (PNNHBottleneck).
-`coder` ("free" or "orthogonal") constrains E; `impl` ("fused" or "explicit") says whether the +/- pair is
-materialised: one function and one state_dict either way, and the probe always measures the explicit one.
+Blocks that change shape (stride 2) are PNNH transitions whose code is the shortcut's map (`downsample_block="pnnh"`,
+the default), plain conv-BN-act pairs (`"plain"`, the first version's) or the residual block with its shortcut
+(`"original"`). Bottleneck nets (pnnh50, pnnh101) carry the code across all three activations (PNNHBottleneck).
+`coder` constrains E: "orthogonal" (the default) keeps its rows orthonormal through training, "free" (the first
+version's) does not. `impl` ("fused" or "explicit") says whether the +/- pair is materialised: one function and one
+state_dict either way, and the probe always measures the explicit one. The defaults are measured choices
+(docs/design.md, section 2): at depth 110 and lr 0.1 the first version diverges and this one trains as ResNet does.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from .resnet import (CIFAR_DEPTHS, IMAGENET_LAYERS, BasicBlock, Bottleneck, ResN
 DOWNSAMPLE_BLOCKS = ("plain", "original", "pnnh")
 CODERS = ("free", "orthogonal")
 IMPLS = ("explicit", "fused")
+FIRST_DEFAULTS = {"coder": "free", "downsample_block": "plain"}  # the first version's, which its checkpoints imply
 MAX_LEARNER_RATIO = 16  # a learner 16 times the block's width: far past any ablation, short of running out of memory
 
 
@@ -59,6 +62,22 @@ def cross(act: nn.Module, learner: torch.Tensor, code: torch.Tensor) -> tuple[to
     return hidden, plus - minus
 
 
+def add_coder(block: nn.Module, channels: int, coder_ratio: float, coder: str) -> None:
+    """Give `block` its coder E, a (k, C) parameter with orthonormal rows, k = coder_ratio * C <= C (encoder and
+    decoder alike). An "orthogonal" coder keeps them through training (torch's orthogonal parametrisation, started
+    from this E); on the meta device, where only shapes exist, it is left free: the same parameters, counted.
+
+    Drawing E does not advance torch's generator, so a PNNH net of a seed has the learner weights of the ResNet (and
+    plain net) of that seed: comparisons at initialisation are paired, and with k = C the nets are one function."""
+    block.coder_chs = scaled_width(channels, coder_ratio, "coder_ratio", 1)
+    block.coder = nn.Parameter(torch.empty(block.coder_chs, channels))
+    with torch.random.fork_rng(devices=[]):  # E's draws leave the generator as they found it: see below
+        nn.init.orthogonal_(block.coder)
+        if _choice("coder", coder, CODERS) == "orthogonal" and not block.coder.is_meta:
+            orthogonal(block, "coder")  # it checks E's values as it registers, which a meta tensor has none of
+    block.coder_ratio = block.coder_chs / channels  # k / C as built
+
+
 class PNNHBlock(nn.Module):
     """A stride-1 block of two plain conv layers whose inner activation also carries the coder's code u = E x as a
     +/- pair; E^T decodes it before the second activation.
@@ -74,18 +93,13 @@ class PNNHBlock(nn.Module):
     site_components = {"act2": {"branch": "bn2", "coder": ""}}  # act2 sums the learner and E^T E x
 
     def __init__(self, channels: int, *, coder_ratio: float = 1.0, learner_ratio: float = 1.0, act: str = "relu",
-                 coder: str = "free", impl: str = "fused"):
+                 coder: str = "orthogonal", impl: str = "fused"):
         super().__init__()
         self.learner_chs = scaled_width(channels, learner_ratio, "learner_ratio", MAX_LEARNER_RATIO)
-        self.coder_chs = scaled_width(channels, coder_ratio, "coder_ratio", 1)  # E's k rows are orthonormal: k <= C
         self.impl = _choice("impl", impl, IMPLS)
         self.conv1 = conv3x3(channels, self.learner_chs)
         self.bn1 = nn.BatchNorm2d(self.learner_chs)
-        self.coder = nn.Parameter(torch.empty(self.coder_chs, channels))  # E: (k, C), encoder and decoder alike
-        nn.init.orthogonal_(self.coder)
-        if _choice("coder", coder, CODERS) == "orthogonal":
-            orthogonal(self, "coder")  # starts from the orthonormal E above
-        self.coder_ratio = self.coder_chs / channels  # k / C as built
+        add_coder(self, channels, coder_ratio, coder)
         self.act1 = make_act(act)  # explicit: over [h, u, -u], learner_chs + 2 * coder_chs channels
         self.conv2 = conv3x3(self.learner_chs, channels)
         self.bn2 = nn.BatchNorm2d(channels)
@@ -140,7 +154,7 @@ class PNNHBottleneck(nn.Module):
     site_kinds = {"act1": "pnnh", "act2": "pnnh", "act3": "pnnh"}
 
     def __init__(self, in_chs: int, out_chs: int, stride: int = 1, *, shortcut: str = "projection",
-                 coder_ratio: float = 1.0, learner_ratio: float = 1.0, act: str = "relu", coder: str = "free",
+                 coder_ratio: float = 1.0, learner_ratio: float = 1.0, act: str = "relu", coder: str = "orthogonal",
                  impl: str = "fused"):
         super().__init__()
         mid_chs = scaled_width(out_chs // self.expansion, learner_ratio, "learner_ratio", MAX_LEARNER_RATIO)
@@ -148,12 +162,7 @@ class PNNHBottleneck(nn.Module):
         bottleneck_layers(self, in_chs, mid_chs, out_chs, stride, act)  # act1 and act2 carry the code when explicit
         self.downsample = make_shortcut(shortcut, in_chs, out_chs, stride)
         if self.downsample is None:  # the coder's code, E x
-            self.coder_chs = scaled_width(out_chs, coder_ratio, "coder_ratio", 1)
-            self.coder = nn.Parameter(torch.empty(self.coder_chs, out_chs))
-            nn.init.orthogonal_(self.coder)
-            if _choice("coder", coder, CODERS) == "orthogonal":
-                orthogonal(self, "coder")
-            self.coder_ratio = self.coder_chs / out_chs
+            add_coder(self, out_chs, coder_ratio, coder)
             self.site_components = {"act3": {"branch": "bn3", "coder": ""}}
         else:
             self.site_components = residual_components("act3", "bn3", self.downsample)
@@ -191,8 +200,8 @@ def explicit_code(model: nn.Module) -> Iterator[int]:
 
 
 def build_pnnh(depth: int, *, num_classes: int = 10, in_chans: int = 3, stem: str = "imagenet", act: str = "relu",
-               coder_ratio: float = 1.0, learner_ratio: float = 1.0, downsample_block: str = "plain",
-               coder: str = "free", impl: str = "fused") -> ResNet:
+               coder_ratio: float = 1.0, learner_ratio: float = 1.0, downsample_block: str = "pnnh",
+               coder: str = "orthogonal", impl: str = "fused") -> ResNet:
     """A PNNH net on the ResNet skeleton: PNNH blocks where the shape stays, `downsample_block` where it changes.
     Bottleneck depths (50, 101) use PNNHBottleneck, whose "pnnh" stage transitions carry the shortcut's code."""
     _choice("downsample_block", downsample_block, DOWNSAMPLE_BLOCKS)
@@ -217,4 +226,4 @@ def build_pnnh(depth: int, *, num_classes: int = 10, in_chans: int = 3, stem: st
 
 for _depth in (*CIFAR_DEPTHS, *IMAGENET_LAYERS):
     register_model(f"pnnh{_depth}", partial(build_pnnh, _depth), family="pnnh", depth=_depth,
-                   natural_stem="cifar" if _depth in CIFAR_DEPTHS else "imagenet")
+                   natural_stem="cifar" if _depth in CIFAR_DEPTHS else "imagenet", first_defaults=FIRST_DEFAULTS)
