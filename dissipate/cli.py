@@ -22,7 +22,7 @@ import typer
 from . import __version__
 from . import bound_check as checks
 from . import report
-from .analyses import ANALYSES, describe_plan, run_analyses
+from .analyses import ANALYSES, describe_plan, parse_jobs, run_analyses
 from ._io import os_error_reason, writable_directory
 from .checkpoint import read_checkpoint
 from .data import DATASETS, load_data
@@ -382,6 +382,8 @@ def figures(
     force: bool = typer.Option(False, "--force", help="Recompute instead of reusing cached runs, probes and results."),
     pdf: bool = typer.Option(False, "--pdf", help="Write each figure as PDF too."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (runs, epochs, probes, outputs) and exit."),
+    jobs: str = typer.Option("1", help="Training runs at once: a number, or auto (on CUDA, as many per GPU as the "
+                                       "first run's peak memory allows, over every visible GPU; one on a CPU)."),
     device: str = DEVICE,
     data_dir: Optional[Path] = DATA_DIR,
 ) -> None:
@@ -392,7 +394,7 @@ def figures(
         return
     reports = run_analyses(only, preset, out, force=force, formats=formats, device=device,
                            data_dir=str(data_dir) if data_dir else None, progress=progress,
-                           say=lambda message: typer.echo(message, err=True))
+                           say=lambda message: typer.echo(message, err=True), jobs=parse_jobs(jobs))
     typer.echo(f"preset {preset}: {len(reports)} analyses, written to {out}/")
     for report in reports:
         source = "from the cache" if report.cached else f"computed in {report.seconds:.0f} s"

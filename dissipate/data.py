@@ -29,10 +29,12 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ._io import atomic_write
 from .errors import DissipateError, InvalidArgumentError
+from .synthetic import DeadLeavesSpec
 
 DATASETS = ("synthetic", "cifar10", "cifar100", "fashion-mnist", "folder:PATH", "imagenet:PATH")
 MAX_IMAGE_SIZE = 1024  # a larger --image-size is a typo far more often than a wish (and would not fit in memory)
-MAX_SYNTHETIC_IMAGES = 100_000  # drawn one at a time, on the CPU: more would take hours
+SYNTHETIC_VERSION = 2  # of the dead-leaves generator: 2 draws batches (dissipate.synthetic), 1 drew one at a time
+MAX_SYNTHETIC_IMAGES = 100_000  # beyond what any probe or test split here needs: a typo, more likely
 FOLDER_TEST_EVERY = 10  # folder:PATH holds one split; every tenth image (in ImageFolder's order) is held out
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist package
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -87,14 +89,11 @@ def seeded_choice(total: int, count: int | None, seed: int, name: str) -> list[i
 
 
 class DeadLeaves(Dataset):
-    """Deterministic dead-leaves images: opaque discs, later ones occluding earlier ones, with radii drawn from a
-    power law p(r) ~ r^-3 between `size`/32 (at least one pixel) and `size`/2. That density makes the image
-    scale-invariant, with the edge and power-spectrum statistics of natural images (Lee, Mumford and Huang 2001).
+    """Deterministic dead-leaves images (`dissipate.synthetic`): opaque discs with power-law radii, one of
+    `num_classes` palette colours each; the label is the class of the disc over the image centre.
 
     Image `index` depends only on (seed, index, size, channels, train): the train split's images are other images.
-    Each disc takes one of `num_classes` palette colours
-    (with jitter); the label is the palette class of the disc that covers the image centre (or of the background),
-    so that a small classifier has something to learn.
+    `draw(indices, device)` makes a batch at once, on any device; `__getitems__` lets a DataLoader use it.
     """
 
     def __init__(self, length: int, image_size: int = 32, in_chans: int = 3, seed: int = 0, num_classes: int = 10,
@@ -103,35 +102,40 @@ class DeadLeaves(Dataset):
             raise InvalidArgumentError(f"synthetic needs a positive length, size and channel count, got "
                                        f"{length}, {image_size}, {in_chans}")
         self.length, self.image_size, self.in_chans = length, image_size, in_chans
-        self.seed, self.num_classes = seed, num_classes
-        self.split = 1 if train else 0  # last in each image's key: numpy keys [a, b] and [a, b, 0] are the same
-        self.r_min = max(1.0, image_size / 32)
-        self.r_max = max(self.r_min, image_size / 2)  # images of 2 px or less: one radius
-        mean_r2 = self.r_min ** 2 if self.r_max == self.r_min else 2 * self.r_min ** 2 * self.r_max ** 2 * math.log(
-            self.r_max / self.r_min) / (self.r_max ** 2 - self.r_min ** 2)  # E[r^2] under the r^-3 density
-        self.num_discs = math.ceil(4 * image_size ** 2 / (math.pi * mean_r2))  # covers all but ~e^-4 of the image
-        palette = np.random.default_rng([seed, 2 ** 31]).uniform(0.1, 0.9, size=(num_classes, in_chans))
-        self.palette = palette.astype(np.float32)
+        self.split = 1 if train else 0
+        self.spec = DeadLeavesSpec(image_size, in_chans, seed, num_classes)
 
     def __len__(self) -> int:
         return self.length
 
+    def draw(self, indices, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (B, C, H, W) in [0, 1] and labels (B,) of `indices`, drawn on `device` (the CPU by default)."""
+        indices = torch.as_tensor(indices, dtype=torch.long, device="cpu").reshape(-1)  # where the plan is made
+        if len(indices) and not (0 <= int(indices.min()) and int(indices.max()) < self.length):
+            raise IndexError(f"synthetic images are 0 to {self.length - 1}")
+        return self.spec.draw(indices, self.split, device)
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        if not 0 <= index < self.length:
-            raise IndexError(index)
-        rng = np.random.default_rng([self.seed, index, self.split])
-        size, count = self.image_size, self.num_discs
-        u = rng.uniform(size=count)
-        radius = (self.r_min ** -2 - u * (self.r_min ** -2 - self.r_max ** -2)) ** -0.5  # inverse CDF of r^-3
-        centre = rng.uniform(-0.1 * size, 1.1 * size, size=(count, 2))
-        classes = rng.integers(self.num_classes, size=count + 1)  # the last one is the background's
-        colours = self.palette[classes] + rng.normal(0, 0.05, size=(count + 1, self.in_chans)).astype(np.float32)
-        grid = np.arange(size, dtype=np.float32) + 0.5
-        covered = ((grid[None, :, None] - centre[:, 0, None, None]) ** 2
-                   + (grid[None, None, :] - centre[:, 1, None, None]) ** 2) < radius[:, None, None] ** 2  # (K, H, W)
-        top = np.where(covered.any(0), count - 1 - covered[::-1].argmax(0), count)  # last disc drawn, or background
-        image = np.clip(colours[top], 0, 1).transpose(2, 0, 1)  # (C, H, W)
-        return torch.from_numpy(np.ascontiguousarray(image)), int(classes[top[size // 2, size // 2]])
+        images, labels = self.draw([index])
+        return images[0], int(labels[0])
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
+        images, labels = self.draw(indices)
+        return list(zip(images, labels.tolist(), strict=True))
+
+
+def is_synthetic(spec: str) -> bool:
+    return spec.partition(":")[0] == "synthetic"
+
+
+def synthetic_source(dataset: Dataset) -> tuple[DeadLeaves | None, list[int]]:
+    """The dead-leaves set under `dataset` (itself, or through Subsets) and the indices it takes from it, so that a
+    caller can draw them a batch at a time on its device; (None, []) for any other dataset."""
+    indices = list(range(len(dataset)))
+    while isinstance(dataset, Subset):
+        indices = [dataset.indices[i] for i in indices]
+        dataset = dataset.dataset
+    return (dataset, indices) if isinstance(dataset, DeadLeaves) else (None, [])
 
 
 def _suggest(name: str) -> str:

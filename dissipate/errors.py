@@ -40,3 +40,9 @@ class TrainingDiverged(DissipateError, ArithmeticError):
     def __init__(self, message: str, epoch: int | None = None):
         super().__init__(message)
         self.epoch = epoch
+
+
+class RunsFailed(DissipateError, RuntimeError):
+    """Training runs of `dissipate figures --jobs` that failed; the others finished and are cached."""
+
+    exit_code = 1

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Subset
 from . import __version__
 from ._io import atomic_write, writable_directory
 from .checkpoint import model_from_checkpoint
-from .data import ImageData, downloads_allowed, load_data
+from .data import ImageData, downloads_allowed, load_data, synthetic_source
 from .errors import CheckpointError, InvalidArgumentError
 from .models import create_model
 from .models.pnnh import explicit_code
@@ -179,11 +179,11 @@ class SiteStats:
             return
         recon = recon.clamp(0, 1)
         if "ssim" in self.metrics:
-            self.ssim_sum += ssim_per_image(recon, batch.images).sum().item()
+            self.ssim_sum = self.ssim_sum + ssim_per_image(recon, batch.images).sum()  # on the device
             self.ssim_count += len(recon)
         if self.dists is not None and batch.dists_images:
             count = batch.dists_images
-            self.dists_sum += self.dists(as_rgb(recon[:count]), as_rgb(batch.images[:count])).sum().item()
+            self.dists_sum = self.dists_sum + self.dists(as_rgb(recon[:count]), as_rgb(batch.images[:count])).sum()
             self.dists_count += count
 
     def row(self, input_moments: tuple[float, float, float]) -> dict:
@@ -202,9 +202,9 @@ class SiteStats:
         if "recon" in self.metrics:
             row["recon_r2"] = self.readout.r2()
         if "ssim" in self.metrics:
-            row["ssim_input"] = self.ssim_sum / self.ssim_count if self.ssim_count else float("nan")
+            row["ssim_input"] = float(self.ssim_sum) / self.ssim_count if self.ssim_count else float("nan")
         if "dists" in self.metrics:
-            row["dists_input"] = self.dists_sum / self.dists_count if self.dists_count else float("nan")
+            row["dists_input"] = float(self.dists_sum) / self.dists_count if self.dists_count else float("nan")
         if "theory" in self.metrics:
             row.update(self.prediction())
         return row
@@ -244,18 +244,31 @@ def _model_name(model: nn.Module) -> str:
 
 def _batches(data: ImageData, dataset, config: ProbeConfig, device: torch.device,
              progress: Progress | None = None, label: str = "") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(sample indices, images in [0, 1]) per batch, on `device`, streamed (never all in memory)."""
-    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=False, num_workers=0)
+    """(sample indices, images in [0, 1]) per batch, on `device`, streamed (never all in memory). Synthetic images
+    are drawn there, a batch at a time."""
     wrap = progress or no_progress
     start = 0
+    leaves, chosen = synthetic_source(dataset)
+    if leaves is not None:
+        batches = [chosen[i:i + config.batch_size] for i in range(0, len(chosen), config.batch_size)]
+        with wrap(batches, len(batches), label) as bar:
+            for batch in bar:
+                yield torch.arange(start, start + len(batch), device=device), leaves.draw(batch, device)[0]
+                start += len(batch)
+        return
+    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=False, num_workers=0)
+    none = len(dataset)
+    first_bad = torch.tensor(none, device=device)  # the first image that is not finite, read once at the end
     with wrap(loader, len(loader), label) as bar:
         for images, _ in bar:
             images = images.to(device, torch.float32)
-            if not torch.isfinite(images).all():
-                raise InvalidArgumentError(f"{data.name} has NaN or infinite pixels in images {start} to "
-                                           f"{start + len(images) - 1}")
-            yield torch.arange(start, start + len(images), device=device), images
+            index = torch.arange(start, start + len(images), device=device)
+            bad = ~torch.isfinite(images).flatten(1).all(1)
+            first_bad = torch.minimum(first_bad, torch.where(bad, index, none).min())
+            yield index, images
             start += len(images)
+    if first_bad < none:
+        raise InvalidArgumentError(f"{data.name} has NaN or infinite pixels in image {int(first_bad)}")
 
 
 @contextlib.contextmanager
@@ -295,10 +308,11 @@ def calibrate_batchnorm(model: nn.Module, inputs: Iterable[torch.Tensor]) -> Non
     momenta = [m.momentum for m in norms]
     for norm in norms:
         norm.reset_running_stats()
-        norm.momentum = None  # cumulative moving average: every batch weighs the same
     model.train()
     try:
-        for x in inputs:
+        for seen, x in enumerate(inputs):
+            for norm in norms:  # batch k weighs 1 / (k + 1): every batch the same, as momentum=None would (whose
+                norm.momentum = 1 / (seen + 1)  # 1 / num_batches_tracked reads the count back from the device)
             model(x)
     finally:
         for norm, momentum in zip(norms, momenta, strict=True):

@@ -155,7 +155,8 @@ def draw_inputs(name: str, samples: int, width: int, generator: torch.Generator)
 
         leaves = DeadLeaves(samples, image_size=2 * side, seed=int(torch.randint(2 ** 31, (1,), generator=generator)))
         corner = torch.randint(side + 1, (samples, 2), generator=generator)
-        crops = [leaves[i][0].mean(0)[r:r + side, c:c + side] for i, (r, c) in enumerate(corner.tolist())]
+        grey = leaves.draw(range(samples))[0].mean(1)
+        crops = [grey[i, r:r + side, c:c + side] for i, (r, c) in enumerate(corner.tolist())]
         return torch.stack(crops).reshape(samples, width)
     raise InvalidArgumentError(f"unknown input distribution {name!r}; choose one of {', '.join(INPUTS)}")
 

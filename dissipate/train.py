@@ -51,6 +51,7 @@ from .probe import ProbeConfig, Progress, check_device, no_progress, parse_metri
 
 ON_DEVICE = ("synthetic", "cifar10", "cifar100", "fashion-mnist")  # small enough to sit on the device as uint8
 SYNTHETIC_LENGTH = {True: 10_000, False: 2_000}  # images in the synthetic train and test splits
+SYNTHETIC_BATCH = 4096  # synthetic images drawn at once
 CROP_PADDING = 4
 LOG_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "images_per_s", "peak_mem_mb",
                "epoch_s")
@@ -203,9 +204,10 @@ def load_split(config: TrainConfig, train: bool, device: torch.device) -> Split:
         labels = targets if chosen is None else targets[chosen]
         return Split(data, labels.to(device), indices=chosen)
     raw = data.dataset
-    if isinstance(raw, DeadLeaves):
-        pairs = [raw[i] for i in range(len(raw))]
-        images, labels = _as_uint8(torch.stack([p[0] for p in pairs])), torch.tensor([p[1] for p in pairs])
+    if isinstance(raw, DeadLeaves):  # drawn on the run's device, a batch at a time
+        drawn = [raw.draw(range(start, min(start + SYNTHETIC_BATCH, len(raw))), device)
+                 for start in range(0, len(raw), SYNTHETIC_BATCH)]
+        images, labels = _as_uint8(torch.cat([d[0] for d in drawn])), torch.cat([d[1] for d in drawn])
     else:  # torchvision's CIFAR (N, H, W, C) arrays and Fashion-MNIST (N, H, W) tensors
         images = torch.as_tensor(np.asarray(raw.data))
         images = images[:, None] if images.ndim == 3 else images.permute(0, 3, 1, 2)

@@ -47,10 +47,11 @@ def test_level_2_plain_sites_have_no_prediction_and_survive_at_one_half(name):
 
 
 def wrecked_pnnh20() -> torch.nn.Module:
-    """A pnnh20 as training could leave it, against the coder rule's assumption: coders shrunk to 0.05 E (so E^T E x
-    is 0.0025 x, not x), second learner layers near a constant -0.01, and BN statistics from data (not at init)."""
+    """A pnnh20 with free coders as training could leave it, against the coder rule's assumption: coders shrunk to
+    0.05 E (so E^T E x is 0.0025 x, not x), second learner layers near a constant -0.01, and BN statistics from data
+    (not at init). (An orthogonal coder cannot shrink: E^T E stays a projection.)"""
     torch.manual_seed(0)
-    model = create_model("pnnh20")
+    model = create_model("pnnh20", coder="free")
     with torch.no_grad():
         model.train()(torch.rand(16, 3, 32, 32))
         for block in model.modules():

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from dissipate import data as data_module
-from dissipate.data import DatasetNotFoundError, DeadLeaves, data_dir, load_data, loader_batches, read_image
+from dissipate.data import (DatasetNotFoundError, DeadLeaves, data_dir, load_data, loader_batches, read_image,
+                            synthetic_source)
 from dissipate.errors import InvalidArgumentError
 
 
@@ -36,9 +37,52 @@ def test_synthetic_size_channels_and_statistics():
 
 def test_dead_leaves_has_power_law_radii_and_covers_the_image():
     leaves = DeadLeaves(1, image_size=64)
-    assert (leaves.r_min, leaves.r_max) == (2.0, 32.0)
+    assert (leaves.spec.r_min, leaves.spec.r_max) == (2.0, 32.0)
     image = leaves[0][0]
     assert torch.unique(image.reshape(3, -1), dim=1).shape[1] > 20  # many discs, not one colour
+    radius = leaves.spec.discs(torch.arange(64), 0)[0]
+    # p(r) ~ r^-3 on [2, 32]: P(r > 4) = (4^-2 - 32^-2) / (2^-2 - 32^-2) = 0.247
+    assert (radius > 4).double().mean().item() == pytest.approx(0.247, abs=0.01)
+    assert radius.min() >= 2 and radius.max() <= 32
+
+
+@pytest.mark.parametrize("size", [5, 28, 32, 33])
+def test_dead_leaves_paint_each_pixel_with_the_last_disc_over_it(size):
+    """The batched renderer (a bounding-box patch per disc, the maximum disc index per pixel) against the definition
+    tested on every pixel and every disc."""
+    spec = DeadLeaves(4, image_size=size).spec
+    radius, centre_y, centre_x, _, _ = spec.discs(torch.arange(4), 0)
+    centres = torch.arange(size, dtype=radius.dtype) + 0.5
+    covered = ((centres[None, None, :, None] - centre_y[:, :, None, None]) ** 2
+               + (centres[None, None, None, :] - centre_x[:, :, None, None]) ** 2) < radius[:, :, None, None] ** 2
+    order = torch.arange(spec.num_discs)[None, :, None, None]
+    expected = torch.where(covered, order, -1).amax(1)  # (B, H, W)
+    assert torch.equal(spec.last_cover(radius, centre_y, centre_x), expected)
+    assert (expected >= 0).double().mean() > 0.9  # the discs cover the image, all but ~e^-4 of it
+
+
+def test_synthetic_images_do_not_depend_on_the_batch_or_its_order():
+    leaves = DeadLeaves(200, image_size=16)
+    images, labels = leaves.draw(range(200))
+    in_sevens = [leaves.draw(range(start, min(start + 7, 200))) for start in range(0, 200, 7)]
+    assert torch.equal(torch.cat([b[0] for b in in_sevens]), images)
+    assert torch.equal(torch.cat([b[1] for b in in_sevens]), labels)
+    backwards = torch.arange(199, -1, -1)
+    assert torch.equal(leaves.draw(backwards)[0], images[backwards])
+    one = leaves[130]
+    assert torch.equal(one[0], images[130]) and one[1] == labels[130]
+    loaded = next(iter(torch.utils.data.DataLoader(torch.utils.data.Subset(leaves, [3, 150, 64]), batch_size=3)))
+    assert torch.equal(loaded[0], images[[3, 150, 64]]) and torch.equal(loaded[1], labels[[3, 150, 64]])
+    assert torch.bincount(labels, minlength=10).min() > 5  # every class appears
+    on_meta = leaves.draw(range(20), "meta")  # a device nothing can be read back from: drawing never reads it
+    assert on_meta[0].shape == (20, 3, 16, 16) and on_meta[1].shape == (20,)
+
+
+def test_synthetic_source_sees_through_subsets():
+    leaves = DeadLeaves(50)
+    nested = torch.utils.data.Subset(torch.utils.data.Subset(leaves, list(range(10, 50))), [0, 5, 39])
+    assert synthetic_source(nested) == (leaves, [10, 15, 49])
+    assert synthetic_source(torch.utils.data.TensorDataset(torch.zeros(2))) == (None, [])
 
 
 def write_cifar(root, folder, files, label_key, meta_file, meta_key, count=6):

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import torch
 import torchvision
+from torch.overrides import TorchFunctionMode
 
 from dissipate.checkpoint import read_checkpoint, save_checkpoint
 from dissipate.data import load_data
@@ -157,7 +158,7 @@ def test_the_probe_on_cuda_matches_the_cpu(monkeypatch):
 def test_probe_model_shapes_the_net_for_the_data_and_guards_checkpoints(tmp_path):
     grey = load_data("synthetic", in_chans=1, image_size=28, length=4)
     net = probe_model("pnnh20", grey, seed=3, coder_ratio=0.5)
-    assert (net.spec.in_chans, net.spec.kwargs) == (1, {"stem": "cifar", "coder_ratio": 0.5})
+    assert net.spec.in_chans == 1 and net.spec.kwargs["stem"] == "cifar" and net.spec.kwargs["coder_ratio"] == 0.5
     assert torch.equal(net.conv1.weight, probe_model("pnnh20", grey, seed=3, coder_ratio=0.5).conv1.weight)
     save_checkpoint(tmp_path / "c.pt", create_model("resnet20"), dataset="synthetic", epoch=1, metrics={})
     saved = read_checkpoint(tmp_path / "c.pt")
@@ -165,3 +166,33 @@ def test_probe_model_shapes_the_net_for_the_data_and_guards_checkpoints(tmp_path
         probe_model("resnet20", load_data("synthetic", length=4), saved, "c.pt", act="gelu")
     with pytest.raises(CheckpointError, match="holds a model for 3-channel images, and synthetic has 1-channel"):
         probe_model("resnet20", grey, saved, "c.pt")
+
+
+class HostReads(TorchFunctionMode):
+    """Counts the calls that read a tensor's values back to the host (a device synchronisation on a GPU)."""
+
+    READS = (torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.cpu, torch.Tensor.numpy, torch.Tensor.__bool__,
+             torch.Tensor.__float__, torch.Tensor.__int__)
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.count += func in self.READS
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("metrics", [("survival", "moments", "rank", "cka"), ("recon", "ssim", "theory")])
+def test_a_probes_host_reads_do_not_grow_with_its_batches(metrics):
+    """Every number is accumulated on the device and read back once at the end (a GPU probe must not wait for the
+    host at each batch): 2 and 6 batches of a fresh net (so BN is calibrated too) read back as often."""
+    counts = []
+    for batches in (2, 6):
+        torch.manual_seed(0)
+        images = torch.rand(16 * batches, 3, 16, 16)
+        with HostReads() as reads:
+            probe(create_model("resnet20"), images, ProbeConfig(num_images=len(images), batch_size=16,
+                                                                metrics=metrics))
+        counts.append(reads.count)
+    assert counts[0] == counts[1] and counts[0] > 0

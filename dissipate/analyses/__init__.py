@@ -20,18 +20,19 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable, Iterable
 
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, RunsFailed
 from ..plots import save_figure
 from ..probe import Progress, no_progress
 from . import (accuracy_params, dissipation_curves, dissipation_training, rank_depth, tables, theory_check, throughput,
                training_curves)
 from ._common import PRESETS, RECIPES, Context, Run, Variant
+from ._jobs import parse_jobs, train_all
 
 ANALYSES: dict[str, ModuleType] = {module.NAME: module for module in (
     dissipation_curves, theory_check, rank_depth, training_curves, dissipation_training, accuracy_params, throughput,
     tables)}
 __all__ = ["ANALYSES", "PRESETS", "RECIPES", "Context", "Report", "Run", "Variant", "describe_plan", "outputs",
-           "run_analyses", "select"]
+           "parse_jobs", "planned_runs", "run_analyses", "select"]
 
 
 def _refuse(kind: str, name: str, choices) -> None:
@@ -79,11 +80,21 @@ def _stderr(message: str) -> None:
 def run_analyses(names: Iterable[str] | None = None, preset: str = "cpu", out: str | os.PathLike = "figures-out",
                  force: bool = False, formats: tuple[str, ...] = ("png",), device: str = "auto",
                  data_dir: str | None = None, progress: Progress | None = None,
-                 say: Callable[[str], None] = _stderr) -> list[Report]:
-    """Compute (or read from the cache in `out`) and render each analysis named; one Report each."""
+                 say: Callable[[str], None] = _stderr, jobs: int | None = 1) -> list[Report]:
+    """Compute (or read from the cache in `out`) and render each analysis named; one Report each. With `jobs` other
+    than 1 (None: auto), the training runs of the plan are trained first, that many at once (`_jobs.train_all`);
+    runs that fail are reported together (RunsFailed) after the others have finished."""
     _check_preset(preset)
     modules = select(names)
     ctx = Context(preset, Path(out), force=force, device=device, data_dir=data_dir, say=say)
+    if jobs != 1:
+        if force:
+            raise InvalidArgumentError("--force retrains as the analyses go; use it without --jobs")
+        failed = [o for o in train_all(ctx, planned_runs(modules, preset), jobs) if o.status == "failed"]
+        if failed:
+            raise RunsFailed(f"{len(failed)} training run(s) failed: "
+                             + "; ".join(f"{o.label} ({o.message})" for o in failed)
+                             + "; the others are cached, so running again redoes only these")
     reports = []
     with (progress or no_progress)(modules, len(modules), f"figures ({preset})") as items:
         for module in items:
@@ -99,13 +110,26 @@ def run_analyses(names: Iterable[str] | None = None, preset: str = "cpu", out: s
     return reports
 
 
+def planned_runs(modules: list[ModuleType], preset: str) -> list[tuple[Variant, str]]:
+    """The training runs that `modules` need at `preset`, each once: (variant, dataset)."""
+    data = RECIPES[preset].data
+    runs: dict[tuple[str, str], Variant] = {}
+    for module in modules:
+        for variant, state in getattr(module, "probes", lambda _: [])(preset):
+            if state == "trained":
+                runs[(variant.label, data)] = variant
+        for variant, dataset in getattr(module, "runs", lambda _: [])(preset):
+            runs[(variant.label, dataset or data)] = variant
+    return [(variant, dataset) for (_, dataset), variant in runs.items()]
+
+
 def describe_plan(names: Iterable[str] | None = None, preset: str = "paper", out: str | os.PathLike = "figures-out",
                   formats: tuple[str, ...] = ("png",)) -> list[str]:
     """The plan of a preset, without running it: the training runs (each once, however many analyses share it), the
     probes, the other measurements, and the files each analysis writes."""
     _check_preset(preset)
     modules, recipe = select(names), RECIPES[preset]
-    runs: dict[tuple[str, str], Variant] = {}
+    runs = {(variant.label, data): variant for variant, data in planned_runs(modules, preset)}
     probes: dict[str, list[str]] = {}
     for module in modules:
         for variant, state in getattr(module, "probes", lambda _: [])(preset):
@@ -114,10 +138,6 @@ def describe_plan(names: Iterable[str] | None = None, preset: str = "paper", out
             probes.setdefault(where, [])
             if variant.label not in probes[where]:
                 probes[where].append(variant.label)
-            if state == "trained":
-                runs[(variant.label, recipe.data)] = variant
-        for variant, data in getattr(module, "runs", lambda _: [])(preset):
-            runs[(variant.label, data or recipe.data)] = variant
     lines = [f"preset {preset}: {len(modules)} analyses"]
     lines.append(f"training runs ({len(runs)}, {len(runs) * recipe.epochs} epochs in all), each "
                  f"{recipe.describe('on its dataset')}:")

@@ -16,7 +16,7 @@ import pandas as pd
 
 from .._io import atomic_write, writable_directory
 from ..checkpoint import read_checkpoint
-from ..data import load_data
+from ..data import SYNTHETIC_VERSION, is_synthetic, load_data
 from ..models import get_model_entry, model_options
 from ..errors import TrainingDiverged
 from ..probe import ProbeConfig, ProbeNotice, probe, probe_model, resolve_device
@@ -133,6 +133,25 @@ class Run:
     probes: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
+def finished(run: Path, config: TrainConfig) -> bool:
+    """Whether the run in `run` is over: all its epochs logged, or recorded as diverged."""
+    log = run / "log.csv"
+    return (run / "diverged.txt").is_file() or (log.is_file() and len(pd.read_csv(log)) >= config.epochs)
+
+
+def train_run(config: TrainConfig, run: Path) -> str | None:
+    """Train `config` into `run`, resuming what is there. A run that diverges is a result too: it is recorded
+    (diverged.txt) and kept, not retried; the note that says so is returned."""
+    try:
+        train(config, run, resume=(run / "latest.pt").is_file())
+    except TrainingDiverged as error:
+        run.mkdir(parents=True, exist_ok=True)
+        note = f"{error.epoch}\n{error}\n".encode()
+        atomic_write(run / "diverged.txt", lambda f: f.write(note))
+        return f"{error}; the figures show it as diverged"
+    return None
+
+
 @dataclass
 class Context:
     """One `dissipate figures` invocation: the preset, where results go, and the cache of runs and probes.
@@ -181,6 +200,8 @@ class Context:
         ignored = (*RUNTIME_FIELDS, "data_dir", *(PROBE_FIELDS if not config.probe_every else ()))
         decides = {k: v for k, v in dataclasses.asdict(config).items() if k not in ignored}
         decides["model_kwargs"] = model_options(config.model, config.model_kwargs)  # defaults too: they may change
+        if is_synthetic(config.data):
+            decides["synthetic_version"] = SYNTHETIC_VERSION
         return self.cache / self.preset / "runs" / f"{config.model}-{config.data.partition(':')[0]}-{digest(decides)}"
 
     def trained(self, variant: Variant, data: str | None = None) -> Run:
@@ -189,19 +210,14 @@ class Context:
         config = self.train_config(variant, data)
         run = self.run_dir(config)
         log, diverged = run / "log.csv", run / "diverged.txt"
-        finished = diverged.is_file() or (log.is_file() and len(pd.read_csv(log)) >= config.epochs)
-        if self._stale(str(run), finished):
+        if self._stale(str(run), finished(run, config)):
             if self.force:
                 shutil.rmtree(run, ignore_errors=True)
             resume = (run / "latest.pt").is_file()
             self.say(f"{'resuming' if resume else 'training'} {variant.label}: {self.recipe.describe(config.data)}")
-            try:
-                train(config, run, resume=resume)
-            except TrainingDiverged as error:
-                run.mkdir(parents=True, exist_ok=True)
-                note = f"{error.epoch}\n{error}\n".encode()
-                atomic_write(diverged, lambda f: f.write(note))
-                self.say(f"{variant.label}: {error}; the figures show it as diverged")
+            note = train_run(config, run)
+            if note:
+                self.say(f"{variant.label}: {note}")
         history = pd.read_csv(log) if log.is_file() else pd.DataFrame(columns=list(LOG_COLUMNS))
         probes = pd.read_csv(run / PROBES_FILE) if (run / PROBES_FILE).is_file() else pd.DataFrame()
         if diverged.is_file():
@@ -221,6 +237,8 @@ class Context:
         data = self.probe_data(state, data)
         # what decides the frame: the images and metrics, and for a trained net its run (named by its settings)
         source = r.init_image_size if state == "init" else self.run_dir(self.train_config(variant, data)).name
+        if is_synthetic(data):  # the generator's version names its images too
+            source = [source, SYNTHETIC_VERSION]
         options = model_options(variant.model, variant.options)
         key = digest([variant.model, options, state, data, source, r.probe_images, r.probe_metrics])
         path = self.cache / self.preset / "probes" / f"{variant.model}-{state}-{data.partition(':')[0]}-{key}.csv"

@@ -18,6 +18,7 @@ import urllib.error
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from .._io import atomic_write, load_weights
 from ..errors import CheckpointError
@@ -101,10 +102,19 @@ def as_rgb(images: torch.Tensor) -> torch.Tensor:
 
 def ssim_per_image(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """SSIM (piq, data range 1) per image between (B, C, H, W) tensors in [0, 1]. The Gaussian window is piq's 11
-    pixels, narrowed to the largest odd size that fits images smaller than that."""
+    pixels, narrowed to the largest odd size that fits images smaller than that.
+
+    It is `piq.ssim(x, y, data_range=1, reduction="none")` less piq's check that the values lie in [0, 1], which
+    reads them back to the host at every call; the probe calls this once per site and batch, on images in range."""
     check_tensor(x, "x", min_ndim=4, max_ndim=4)
     check_tensor(y, "y", min_ndim=4, max_ndim=4)
-    import piq  # see load_dists
+    from piq.functional import gaussian_filter  # see load_dists
+    from piq.ssim import _ssim_per_channel
 
+    x, y = x.float(), y.float()
+    factor = max(1, round(min(x.shape[-2:]) / 256))  # piq's average-pooling of large images
+    if factor > 1:
+        x, y = F.avg_pool2d(x, kernel_size=factor), F.avg_pool2d(y, kernel_size=factor)
     kernel_size = min(11, (min(x.shape[-2:]) - 1) // 2 * 2 + 1)
-    return piq.ssim(x.float(), y.float(), data_range=1.0, kernel_size=kernel_size, reduction="none")
+    kernel = gaussian_filter(kernel_size, 1.5, device=x.device, dtype=x.dtype).repeat(x.shape[1], 1, 1, 1)
+    return _ssim_per_channel(x, y, kernel, data_range=1.0)[0].mean(1)

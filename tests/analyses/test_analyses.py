@@ -1,13 +1,16 @@
 """The runner (`dissipate.analyses`) and `dissipate figures`: outputs, figures, the cache, the plan and errors."""
 
+import os
 import re
 import shutil
 
 import pandas as pd
 import pytest
+import torch
 from matplotlib.colors import to_hex
 
-from dissipate.analyses import ANALYSES, describe_plan, outputs, run_analyses, select
+from dissipate.analyses import ANALYSES, Context, Variant, describe_plan, outputs, parse_jobs, run_analyses, select
+from dissipate.analyses._jobs import MAX_PER_GPU, runs_per_gpu, train_all
 from dissipate.analyses import accuracy_params, training_curves
 from dissipate.errors import InvalidArgumentError
 from dissipate.plots import FAMILY_COLOURS
@@ -141,3 +144,34 @@ def test_a_run_killed_before_its_log_was_written_is_resumed_not_read_as_finished
     started = [line for line in said if line.startswith(("training", "resuming"))]
     assert len(started) == 1 and started[0].startswith(f"resuming {run.name.split('-')[0]}")
     assert pd.read_csv(run / "log.csv").equals(log)
+
+
+def test_jobs_train_runs_at_once_as_they_train_alone_and_report_a_failing_one(tmp_path):
+    said = []
+    ctx = Context("smoke", tmp_path / "together", say=said.append)
+    runs = [(Variant("resnet20"), None), (Variant("plain20"), None), (Variant("pnnh20", {"coder_ratio": 5}), None)]
+    outcomes = {o.label: o for o in train_all(ctx, runs, 2)}
+    assert {label: o.status for label, o in outcomes.items()} == {
+        "resnet20": "trained", "plain20": "trained", "pnnh20 k/C=5": "failed"}
+    assert "coder_ratio must be a number in (0, 1], got 5" in outcomes["pnnh20 k/C=5"].message
+    assert "training 3 runs, 2 at once" in said
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))  # a worker's threads: float sums depend on them
+    try:
+        alone = Context("smoke", tmp_path / "alone", say=said.append).trained(Variant("resnet20")).log
+    finally:
+        torch.set_num_threads(threads)
+    together = ctx.trained(Variant("resnet20")).log  # from the cache: nothing is trained again
+    columns = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc"]
+    pd.testing.assert_frame_equal(together[columns], alone[columns])
+    assert {o.status for o in train_all(ctx, runs[:2], 2)} == {"cached"}
+
+
+def test_jobs_is_a_count_or_auto_and_auto_fills_a_gpu_by_the_first_runs_peak():
+    assert (parse_jobs("3"), parse_jobs("auto")) == (3, None)
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(InvalidArgumentError, match="--jobs takes a positive number of runs or 'auto'"):
+            parse_jobs(bad)
+    assert runs_per_gpu(peak_mb=2000, free_mb=80_000) == MAX_PER_GPU
+    assert runs_per_gpu(peak_mb=10_000, free_mb=40_000) == 3  # 0.8 x 40 GB holds three runs of 10 GB
+    assert runs_per_gpu(peak_mb=50_000, free_mb=40_000) == 1

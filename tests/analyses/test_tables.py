@@ -1,3 +1,6 @@
+import pandas as pd
+import pytest
+
 from dissipate.analyses import accuracy_params, tables as analysis
 
 
@@ -15,3 +18,27 @@ def test_one_row_per_trained_net_joined_with_its_speed(smoke, result):
     table_lines = [line for line in markdown.splitlines() if line.startswith("| ")]
     assert len(table_lines) == 1 + len(frame)  # a header and a line per net
     assert "| resnet20 | 0.27 |" in markdown
+
+
+def test_each_net_is_compared_with_the_resnet_of_its_depth_and_the_narrowest_match_is_named(result):
+    frame = result(analysis.NAME).set_index("model")
+    for name in ("plain20", "pnnh20", "pnnh20 k/C=0.5"):
+        resnet = frame.loc["resnet20"]
+        assert frame.loc[name, "acc_vs_resnet"] == pytest.approx(frame.loc[name, "test_acc"] - resnet["test_acc"])
+        assert frame.loc[name, "params_vs_resnet"] == pytest.approx(frame.loc[name, "params"] / resnet["params"])
+    assert frame.loc["pnnh20", "speed_vs_resnet"] == pytest.approx(
+        frame.loc["pnnh20", "images_per_s"] / frame.loc["resnet20", "images_per_s"])
+    assert frame.loc["resnet32", "params_vs_resnet"] == 1
+
+    made_up = pd.DataFrame({"dataset": "d", "model": ["resnet20", "pnnh20", "pnnh20 narrow", "pnnh20 narrower"],
+                            "family": ["resnet", "pnnh", "pnnh", "pnnh"], "model_depth": 20,
+                            "test_acc": [0.80, 0.81, 0.795, 0.70], "params": [100, 110, 60, 30],
+                            "images_per_s": [10.0, 9.0, 12.0, 15.0]})
+    made_up["acc_vs_resnet"] = made_up["test_acc"] - 0.80
+    made_up["params_vs_resnet"] = made_up["params"] / 100
+    made_up["speed_vs_resnet"] = made_up["images_per_s"] / 10
+    assert analysis.narrowest(made_up)["model"].tolist() == ["pnnh20 narrow"]  # half a point below: a match
+    assert "pnnh20 narrow, 79.5% (-0.5 points), 0.60x the parameters, 1.20x" in analysis.headline(made_up)[0]
+    made_up.loc[2, "test_acc"] = made_up.loc[2, "acc_vs_resnet"] = -1  # now only the full-width net matches
+    assert analysis.narrowest(made_up)["model"].tolist() == ["pnnh20"]
+    assert analysis.headline(made_up.iloc[[0, 3]]) == ["d depth 20: no PNNH within 1 point of ResNet"]

@@ -15,6 +15,17 @@ def test_ssim_is_one_for_identical_images_and_lower_for_noise():
     assert (ssim_per_image(x, torch.rand(4, 3, 32, 32)) < 0.2).all()
 
 
+@pytest.mark.parametrize("size, channels", [(8, 1), (32, 3), (600, 1)])  # 600 px: piq pools by 2 first
+def test_ssim_is_piqs(size, channels):
+    import piq
+
+    x, y = torch.rand(2, channels, size, size), torch.rand(2, channels, size, size)
+    y[0] = (x[0] + 0.1 * y[0]).clamp(0, 1)
+    kernel_size = min(11, (size - 1) // 2 * 2 + 1)
+    torch.testing.assert_close(ssim_per_image(x, y), piq.ssim(x, y, data_range=1.0, kernel_size=kernel_size,
+                                                              reduction="none"))
+
+
 def test_ssim_narrows_its_window_for_small_images():
     x = torch.rand(2, 1, 8, 8)
     assert ssim_per_image(x, x).shape == (2,)
