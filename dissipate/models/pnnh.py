@@ -43,8 +43,10 @@ from .resnet import (CIFAR_DEPTHS, IMAGENET_LAYERS, BasicBlock, Bottleneck, ResN
 
 DOWNSAMPLE_BLOCKS = ("plain", "original", "pnnh")
 CODERS = ("free", "orthogonal")
+ORTHOGONAL_MAPS = ("cayley", "matrix_exp", "householder")  # torch's maps from a parameter to an orthogonal E
 IMPLS = ("explicit", "fused")
-FIRST_DEFAULTS = {"coder": "free", "downsample_block": "plain"}  # the first version's, which its checkpoints imply
+# the first version's defaults, which its checkpoints imply (its orthogonal coders, when asked for, used matrix_exp)
+FIRST_DEFAULTS = {"coder": "free", "downsample_block": "plain", "orthogonal_map": "matrix_exp"}
 MAX_LEARNER_RATIO = 16  # a learner 16 times the block's width: far past any ablation, short of running out of memory
 
 
@@ -62,10 +64,12 @@ def cross(act: nn.Module, learner: torch.Tensor, code: torch.Tensor) -> tuple[to
     return hidden, plus - minus
 
 
-def add_coder(block: nn.Module, channels: int, coder_ratio: float, coder: str) -> None:
+def add_coder(block: nn.Module, channels: int, coder_ratio: float, coder: str, orthogonal_map: str) -> None:
     """Give `block` its coder E, a (k, C) parameter with orthonormal rows, k = coder_ratio * C <= C (encoder and
-    decoder alike). An "orthogonal" coder keeps them through training (torch's orthogonal parametrisation, started
-    from this E); on the meta device, where only shapes exist, it is left free: the same parameters, counted.
+    decoder alike). An "orthogonal" coder keeps them through training (torch's orthogonal parametrisation by
+    `orthogonal_map`, started from this E: the Cayley map by default, a linear solve, where matrix_exp made pnnh34
+    train at a third of resnet34's speed on the CPU); on the meta device, where only shapes exist, it is left free:
+    the same parameters, counted.
 
     Drawing E does not advance torch's generator, so a PNNH net of a seed has the learner weights of the ResNet (and
     plain net) of that seed: comparisons at initialisation are paired, and with k = C the nets are one function."""
@@ -73,9 +77,21 @@ def add_coder(block: nn.Module, channels: int, coder_ratio: float, coder: str) -
     block.coder = nn.Parameter(torch.empty(block.coder_chs, channels))
     with torch.random.fork_rng(devices=[]):  # E's draws leave the generator as they found it: see below
         nn.init.orthogonal_(block.coder)
+        _choice("orthogonal_map", orthogonal_map, ORTHOGONAL_MAPS)
         if _choice("coder", coder, CODERS) == "orthogonal" and not block.coder.is_meta:
-            orthogonal(block, "coder")  # it checks E's values as it registers, which a meta tensor has none of
+            orthogonal(block, "coder", orthogonal_map)  # it checks E's values as it registers (not on meta)
     block.coder_ratio = block.coder_chs / channels  # k / C as built
+    block.identity_coder = coder == "orthogonal" and block.coder_chs == channels  # E^T E = I for good
+
+
+def fused_code(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """E^T E x, as the fused path adds it: one 1x1 conv by the C x C matrix E^T E, or x itself where E is orthogonal
+    with k = C, so that E^T E = I exactly (the explicit path computes it, to float rounding, and E gets no gradient
+    beyond that rounding either way)."""
+    if block.identity_coder:
+        return x
+    coder = block.coder  # (k, C): a parametrised E is computed once per call
+    return F.conv2d(x, (coder.T @ coder)[:, :, None, None])
 
 
 class PNNHBlock(nn.Module):
@@ -93,24 +109,23 @@ class PNNHBlock(nn.Module):
     site_components = {"act2": {"branch": "bn2", "coder": ""}}  # act2 sums the learner and E^T E x
 
     def __init__(self, channels: int, *, coder_ratio: float = 1.0, learner_ratio: float = 1.0, act: str = "relu",
-                 coder: str = "orthogonal", impl: str = "fused"):
+                 coder: str = "orthogonal", impl: str = "fused", orthogonal_map: str = "cayley"):
         super().__init__()
         self.learner_chs = scaled_width(channels, learner_ratio, "learner_ratio", MAX_LEARNER_RATIO)
         self.impl = _choice("impl", impl, IMPLS)
         self.conv1 = conv3x3(channels, self.learner_chs)
         self.bn1 = nn.BatchNorm2d(self.learner_chs)
-        add_coder(self, channels, coder_ratio, coder)
+        add_coder(self, channels, coder_ratio, coder, orthogonal_map)
         self.act1 = make_act(act)  # explicit: over [h, u, -u], learner_chs + 2 * coder_chs channels
         self.conv2 = conv3x3(self.learner_chs, channels)
         self.bn2 = nn.BatchNorm2d(channels)
         self.act2 = make_act(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        coder = self.coder  # (k, C): a parametrised E is computed once per call
         hidden = self.bn1(self.conv1(x))
-        if self.impl == "fused":  # E^T E x as one 1x1 conv
-            decoded = F.conv2d(x, (coder.T @ coder)[:, :, None, None])
-            return self.act2(self.bn2(self.conv2(self.act1(hidden))) + decoded)
+        if self.impl == "fused":
+            return self.act2(self.bn2(self.conv2(self.act1(hidden))) + fused_code(self, x))
+        coder = self.coder  # (k, C): a parametrised E is computed once per call
         hidden, code = cross(self.act1, hidden, F.conv2d(x, coder[:, :, None, None]))
         return self.act2(self.bn2(self.conv2(hidden)) + F.conv2d(code, coder.T[:, :, None, None]))
 
@@ -155,23 +170,22 @@ class PNNHBottleneck(nn.Module):
 
     def __init__(self, in_chs: int, out_chs: int, stride: int = 1, *, shortcut: str = "projection",
                  coder_ratio: float = 1.0, learner_ratio: float = 1.0, act: str = "relu", coder: str = "orthogonal",
-                 impl: str = "fused"):
+                 impl: str = "fused", orthogonal_map: str = "cayley"):
         super().__init__()
         mid_chs = scaled_width(out_chs // self.expansion, learner_ratio, "learner_ratio", MAX_LEARNER_RATIO)
         self.impl = _choice("impl", impl, IMPLS)
         bottleneck_layers(self, in_chs, mid_chs, out_chs, stride, act)  # act1 and act2 carry the code when explicit
         self.downsample = make_shortcut(shortcut, in_chs, out_chs, stride)
         if self.downsample is None:  # the coder's code, E x
-            add_coder(self, out_chs, coder_ratio, coder)
+            add_coder(self, out_chs, coder_ratio, coder, orthogonal_map)
             self.site_components = {"act3": {"branch": "bn3", "coder": ""}}
         else:
             self.site_components = residual_components("act3", "bn3", self.downsample)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.impl == "fused":  # the code is added where it arrives: S(x), or E^T E x as one 1x1 conv
+        if self.impl == "fused":  # the code is added where it arrives: S(x), or E^T E x
             hidden = self.act2(self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x))))))
-            decoded = self.downsample(x) if self.downsample is not None else F.conv2d(
-                x, (self.coder.T @ self.coder)[:, :, None, None])
+            decoded = self.downsample(x) if self.downsample is not None else fused_code(self, x)
             return self.act3(self.bn3(self.conv3(hidden)) + decoded)
         coder = None if self.downsample is not None else self.coder[:, :, None, None]
         hidden, code = cross(self.act1, self.bn1(self.conv1(x)), x if coder is None else F.conv2d(x, coder))
@@ -201,12 +215,13 @@ def explicit_code(model: nn.Module) -> Iterator[int]:
 
 def build_pnnh(depth: int, *, num_classes: int = 10, in_chans: int = 3, stem: str = "imagenet", act: str = "relu",
                coder_ratio: float = 1.0, learner_ratio: float = 1.0, downsample_block: str = "pnnh",
-               coder: str = "orthogonal", impl: str = "fused") -> ResNet:
+               coder: str = "orthogonal", impl: str = "fused", orthogonal_map: str = "cayley") -> ResNet:
     """A PNNH net on the ResNet skeleton: PNNH blocks where the shape stays, `downsample_block` where it changes.
     Bottleneck depths (50, 101) use PNNHBottleneck, whose "pnnh" stage transitions carry the shortcut's code."""
     _choice("downsample_block", downsample_block, DOWNSAMPLE_BLOCKS)
     block, layers, widths, shortcut = depth_plan(depth)
-    options = dict(coder_ratio=coder_ratio, learner_ratio=learner_ratio, act=act, coder=coder, impl=impl)
+    options = dict(coder_ratio=coder_ratio, learner_ratio=learner_ratio, act=act, coder=coder, impl=impl,
+                   orthogonal_map=orthogonal_map)
     bottleneck = partial(PNNHBottleneck, shortcut=shortcut, **options)
     basic = partial(PNNHBlock, **options)
     if downsample_block == "pnnh":

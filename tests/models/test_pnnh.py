@@ -213,6 +213,27 @@ def test_a_pnnh_bottleneck_with_full_coder_is_the_residual_bottleneck(stride, in
     assert widths == {"act1": 8 + pairs[0], "act2": 8 + pairs[1], "act3": 32}
 
 
+@pytest.mark.parametrize("make", [lambda impl: PNNHBlock(16, impl=impl), lambda impl: PNNHBottleneck(32, 32, impl=impl)],
+                         ids=["basic", "bottleneck"])
+def test_an_orthogonal_full_coder_is_the_identity_and_the_fused_path_adds_x(make):
+    """E^T E = I for an orthogonal E with k = C: the fused path adds x without computing E, and agrees with the
+    explicit path, which computes E x and E^T (c+ - c-), to the rounding of E (drawn in float32); E's gradient there is
+    that rounding, zero in exact arithmetic."""
+    explicit, fused = make("explicit").double(), make("fused").double()
+    fused.load_state_dict(explicit.state_dict())
+    assert fused.identity_coder
+    x = torch.randn(2, explicit.conv1.in_channels, 5, 5, dtype=torch.float64)
+    outputs = [block(x) for block in (explicit, fused)]
+    torch.testing.assert_close(*outputs, rtol=1e-5, atol=1e-5)
+    for out in outputs:
+        out.square().sum().backward()
+    for (name, a), (_, b) in zip(explicit.named_parameters(), fused.named_parameters(), strict=True):
+        if "coder" in name:
+            assert b.grad is None and a.grad.abs().max() < 1e-4
+        else:
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-4, msg=name)
+
+
 def test_a_pnnh_bottleneck_fused_equals_explicit_in_outputs_and_gradients():
     explicit = PNNHBottleneck(32, 32, coder_ratio=0.5, coder="orthogonal", impl="explicit").double()
     fused = PNNHBottleneck(32, 32, coder_ratio=0.5, coder="orthogonal", impl="fused").double()

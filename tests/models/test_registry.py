@@ -90,7 +90,8 @@ def test_spec_rebuilds_the_same_model():
     assert (spec.name, spec.num_classes, spec.in_chans) == ("pnnh20", 5, 1)
     # every option, the defaults too, so that the net rebuilds as it was whatever the defaults become
     assert spec.kwargs == {"stem": "cifar", "coder_ratio": 0.5, "act": "gelu", "learner_ratio": 1.0,
-                           "downsample_block": "pnnh", "coder": "orthogonal", "impl": "fused"}
+                           "downsample_block": "pnnh", "coder": "orthogonal", "impl": "fused",
+                           "orthogonal_map": "cayley"}
     rebuilt = create_model(spec.name, num_classes=spec.num_classes, in_chans=spec.in_chans, **spec.kwargs)
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
 
