@@ -5,6 +5,7 @@ pixels, the fraction of the image under the last disc, and the label histogram.
 
     python benchmarks/bench_synthetic.py                     # 8192 images at 32 px and 256 at 224 px, on the CPU
     python benchmarks/bench_synthetic.py --device cuda
+    python benchmarks/bench_synthetic.py --sizes 32:16 --grid benchmarks/synthetic_before_after.png
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sizes", default="32:8192,224:256", help="SIZE:COUNT pairs")
+    parser.add_argument("--grid", help="also save the first 16 images of each generator (first version above, "
+                                       "batched below) of the first size as this PNG")
     args = parser.parse_args()
     device = resolve_device(args.device)
     for pair in args.sizes.split(","):
@@ -73,6 +76,12 @@ def main() -> None:
               f"first version {old_s:.2f} s on the CPU ({1e3 * old_s / count:.3f} ms/image): {old_s / new_s:.1f}x")
         print(f"  batched:       {statistics(images.cpu(), labels)}")
         print(f"  first version: {statistics(old_images, old_labels)}")
+        if args.grid:
+            from torchvision.utils import save_image
+
+            save_image(torch.cat([old_images[:16], images[:16].cpu()]), args.grid, nrow=16, padding=1)
+            print(f"  the first 16 images of each (first version above, batched below): {args.grid}")
+            args.grid = None
 
 
 if __name__ == "__main__":

@@ -373,7 +373,7 @@ def plot(
 
 @app.command()
 def figures(
-    preset: str = typer.Option("cpu", help="smoke (seconds), cpu (about 25 minutes on 2 idle cores) or paper (a GPU)."),
+    preset: str = typer.Option("cpu", help="smoke (seconds), cpu (about 45 minutes on 2 cores) or paper (a GPU)."),
     only: List[str] = typer.Option([], "--only", help="Analyses to run, comma-separated or repeated [default: all]: "
                                                       + ", ".join(ANALYSES) + "."),
     out: Path = typer.Option(Path("figures-out"), help="Folder for the figures and CSVs; the cache of runs and "

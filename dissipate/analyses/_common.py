@@ -58,7 +58,7 @@ RECIPES = {
     # seconds: two CIFAR depths on tiny synthetic images
     "smoke": Recipe(data="synthetic", epochs=2, batch_size=32, lr=0.05, warmup=0.5, subset=256, test_subset=128,
                     image_size=16, probe_images=64, probe_every=1, train_probe_images=32),
-    # about 40 minutes on two CPU cores: 5 short epochs of Fashion-MNIST (160 SGD steps of 64 images) at the CIFAR
+    # about 45 minutes on two CPU cores: 5 short epochs of Fashion-MNIST (160 SGD steps of 64 images) at the CIFAR
     # recipe's lr 0.1. The first PNNH diverged here at 0.05, which had lowered this preset to 0.02 (docs/design.md)
     "cpu": Recipe(data="fashion-mnist", epochs=5, batch_size=64, lr=0.1, warmup=1.0, subset=2048, test_subset=1000,
                   probe_every=1),

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -318,3 +320,18 @@ def test_a_seed_gives_pnnh_the_learner_weights_of_the_resnet():
     assert all(torch.equal(resnet[key], pnnh[key]) for key in resnet)
     ckas = [_mean_last_cka(name, 64, seeds=1) for name in ("resnet34", "pnnh34")]
     assert ckas[1] == pytest.approx(ckas[0], rel=1e-3)
+
+
+def test_with_its_defaults_pnnh_trains_as_the_resnet_of_its_seed(tmp_path):
+    """What an orthonormal E with k = C means: E^T E = I for good and the pnnh transitions add the shortcut's S(x), so
+    the default pnnh20 computes resnet20's function at every step; with the same seed (the same learner weights) and
+    data, the two runs' logs agree. A narrower coder makes the function, and the run, differ."""
+    from dissipate.train import TrainConfig, train
+
+    config = TrainConfig(model="resnet20", data="synthetic", epochs=2, batch_size=16, subset=64, test_subset=32,
+                         image_size=16)
+    logs = {name: train(dataclasses.replace(config, model=name.split()[0], model_kwargs=options), tmp_path / name)
+            for name, options in (("resnet20", {}), ("pnnh20", {}), ("pnnh20 half-coder", {"coder_ratio": 0.5}))}
+    losses = {name: [row["train_loss"] for row in log] for name, log in logs.items()}
+    assert losses["pnnh20"] == pytest.approx(losses["resnet20"], rel=1e-4)
+    assert losses["pnnh20 half-coder"] != pytest.approx(losses["resnet20"], rel=1e-3)
