@@ -22,7 +22,8 @@ def test_flops_grow_with_depth_and_with_the_coder():
     flops = table["flops_32px"]
     assert flops["resnet56"] > 2.5 * flops["resnet20"]
     assert flops["plain56"] == flops["resnet56"]  # identity shortcuts cost no multiply-adds
-    assert flops["pnnh56"] > flops["resnet56"]
+    assert flops["pnnh56"] == flops["resnet56"]  # an orthogonal E with k = C: E^T E = I, added as x itself
+    assert count_flops(create_model("pnnh56", coder_ratio=0.5), 32) > flops["resnet56"]  # a real projection
 
 
 def test_count_flops_leaves_the_model_in_training_mode():
