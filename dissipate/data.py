@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import difflib
 import gzip
-import math
 import os
 import shutil
 import urllib.error

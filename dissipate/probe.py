@@ -47,7 +47,7 @@ from .metrics import ChannelCovariance, ChannelSurvival, LinearReadout, Minibatc
 from .metrics.cka import gram_linear
 from .metrics.perceptual import DistsUnavailable, as_rgb, load_dists, ssim_per_image
 from .record import Component, Site, record, record_components
-from .theory import MeanVar, cantelli_bound, component_moments, sum_of_components
+from .theory import cantelli_bound, component_moments, sum_of_components
 
 METRIC_COLUMNS: dict[str, tuple[str, ...]] = {
     "survival": ("surviving", "dead", "always_on"),

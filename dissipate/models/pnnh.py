@@ -38,7 +38,7 @@ from torch.nn.utils.parametrizations import orthogonal
 from ..errors import InvalidArgumentError
 from ._layers import conv3x3, make_act, scaled_width
 from ._registry import register_model
-from .resnet import (CIFAR_DEPTHS, IMAGENET_LAYERS, BasicBlock, Bottleneck, ResNet, bottleneck_layers, depth_plan,
+from .resnet import (CIFAR_DEPTHS, IMAGENET_LAYERS, Bottleneck, ResNet, bottleneck_layers, depth_plan,
                      make_shortcut, residual_components)
 
 DOWNSAMPLE_BLOCKS = ("plain", "original", "pnnh")
