@@ -120,7 +120,7 @@ def models(
         table = model_table(names_, num_classes=num_classes, in_chans=in_chans, stem=stem, image_sizes=image_sizes)
     if fmt is OutputFormat.table:
         typer.echo(f"num_classes={num_classes}, in_chans={in_chans}; FLOPs count 2 per multiply-add "
-                   "(torch.utils.flop_counter), convs and linears only")
+                   "(torch.utils.flop_counter), convs, linears and attention only")
     flops = {column: (lambda v: f"{v / 1e9:.3f}G") for column in table.columns if column.startswith("flops_")}
     emit(table, fmt, {"params": lambda v: f"{v / 1e6:.2f}M", **flops})
 
@@ -257,8 +257,10 @@ def bound_check(
         plot_bound_check(frame, out, title)
 
     shown = frame
+    inapplicable = frame["surv_meas"].isna() & frame["level"].ne("monte-carlo")  # no activation: no theorem
     if fmt is OutputFormat.table:
-        shown = frame[list(checks.COLUMNS)].assign(holds=checks.verdicts(frame).astype(object).fillna("n/a"))
+        verdicts = checks.verdicts(frame).astype(object).fillna("n/a").mask(inapplicable, "not applicable")
+        shown = frame[list(checks.COLUMNS)].assign(holds=verdicts)
     emit(shown, fmt, {c: _number for c in shown.columns if shown[c].dtype.kind == "f"})
     failed, found = checks.failures(frame), checks.findings(frame)
 
@@ -273,9 +275,12 @@ def bound_check(
         typer.echo(f"FAILED: {row.model} {row.site} ({row.level}): {measured(row)}", err=True)
     predicted = frame[checks.verdicts(frame).notna()]
     must_hold, trained = predicted["level"].isin(checks.MUST_HOLD).sum(), (predicted["level"] == "trained").sum()
-    if len(predicted) < len(frame):
-        typer.echo(f"{len(frame) - len(predicted)} sites have no prediction (their blocks declare no parts, as a "
-                   "plain layer's do)", err=True)
+    if inapplicable.any():
+        typer.echo(f"{inapplicable.sum()} sites are not activations (attention and block outputs): the theorems do "
+                   "not apply there", err=True)
+    if len(predicted) + inapplicable.sum() < len(frame):
+        typer.echo(f"{len(frame) - len(predicted) - inapplicable.sum()} sites have no prediction (their blocks "
+                   "declare no parts, as a plain layer's do)", err=True)
     if must_hold:
         typer.echo(f"{len(failed)} of {must_hold} bounds that must hold do not" if len(failed) else
                    f"all {must_hold} bounds that must hold hold", err=True)

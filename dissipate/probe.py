@@ -47,7 +47,7 @@ from .metrics import ChannelCovariance, ChannelSurvival, LinearReadout, Minibatc
 from .metrics.cka import gram_linear
 from .metrics.perceptual import DistsUnavailable, as_rgb, load_dists, ssim_per_image
 from .record import Component, Site, record, record_components
-from .theory import cantelli_bound, component_moments, sum_of_components
+from .theory import cantelli_bound, component_moments, concatenation, sum_of_components
 
 METRIC_COLUMNS: dict[str, tuple[str, ...]] = {
     "survival": ("surviving", "dead", "always_on"),
@@ -146,7 +146,7 @@ class SiteStats:
     def __init__(self, site: Site, metrics: Sequence[str]):
         self.site, self.metrics = site, frozenset(metrics)
         self.channels = 0
-        self.survival = ChannelSurvival() if "survival" in metrics else None
+        self.survival = ChannelSurvival() if "survival" in metrics and site.activation else None  # NaN elsewhere
         self.pre = Moments() if self.metrics & {"moments", "theory"} else None
         self.post = Moments() if "moments" in metrics else None  # the next site's input moments
         self.covariance = ChannelCovariance() if "rank" in metrics else None
@@ -210,12 +210,15 @@ class SiteStats:
         return row
 
     def prediction(self) -> dict[str, float]:
-        """Theorem 3.2's moments from the measured components (independent summands), and Theorem 3.3's bound; NaN
-        (no prediction) where the site's block declares no parts."""
-        parts = [component_moments(c.role, *moments.result(), c.coder_ratio) for c, moments in self.components.items()]
-        if not parts:
+        """Theorem 3.2's moments from the measured components (independent summands, or channels side by side where
+        the block declares how many each has), and Theorem 3.3's bound; NaN (no prediction) where the site's block
+        declares no parts, and at sites that are not activations (a transformer's attention and block outputs)."""
+        parts = [(component_moments(c.role, *moments.result(), c.coder_ratio), c.channels)
+                 for c, moments in self.components.items()]
+        if not parts or not self.site.activation:
             return dict.fromkeys(("mu_pred", "var_pred", "surv_bound"), float("nan"))
-        predicted = sum_of_components(parts)
+        concatenated = all(channels for _, channels in parts)
+        predicted = concatenation(parts) if concatenated else sum_of_components(part for part, _ in parts)
         return {"mu_pred": predicted.mean, "var_pred": predicted.var,
                 "surv_bound": cantelli_bound(predicted.mean, predicted.var)}
 

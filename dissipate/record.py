@@ -6,11 +6,17 @@ then `relu#1`). Each call hands the site's pre-activation (the module's input) a
 callback, which keeps whatever it needs. In-place activations are switched to out-of-place while recording, so the
 pre-activation is not overwritten, and switched back afterwards.
 
+Blocks may declare further sites in `site_kinds` (a transformer block's attention and block outputs, identity
+modules placed there): those are recorded too, with the module's input as the pre- and its output as the
+post-activation, and marked as not being activations (`Site.activation`).
+
 Functional activations (`F.relu(x)`, `torch.relu(x)`) are not modules, and no hook can see them; a model that has
 only those is refused with that reason rather than recorded as an empty table.
 
-Blocks may also declare what a site's pre-activation is the sum of (`site_components`): `record_components` hands
-each such summand (the branch output, the shortcut, the coder's input) to a callback, for Theorem 3.2's predictions.
+Blocks may also declare what a site's pre-activation is made of (`site_components`): `record_components` hands
+each part (the branch output, the shortcut, the coder's input, a linear layer's input) to a callback, for Theorem
+3.2's predictions. The parts add up, or, where the block also declares `site_channels`, they are concatenated along
+the channels (a PNNH transformer's [W1 x; E x; -E x]).
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ class Site:
     depth: int  # 1-based order of first call in the forward pass
     kind: str  # plain / residual / pnnh / unknown
     module_type: str
+    activation: bool = True  # an activation module (or one named by `include`), not a declared output
 
 
 def site_kind(model: nn.Module, path: str) -> str:
@@ -64,11 +71,27 @@ def site_kind(model: nn.Module, path: str) -> str:
     return "unknown"
 
 
+def declared_sites(model: nn.Module) -> set[str]:
+    """Paths of the modules that blocks name in their `site_kinds` without being activations (a transformer
+    block's attention and block outputs)."""
+    declared = set()
+    for path, block in model.named_modules():
+        for relative in getattr(block, "site_kinds", None) or ():
+            name = f"{path}.{relative}" if path else relative
+            module = model.get_submodule(name.partition("#")[0])
+            if not is_activation(module):
+                declared.add(name)
+    return declared
+
+
 def find_sites(model: nn.Module, include: Sequence[str] = ()) -> dict[str, nn.Module]:
-    """{path: module} for every activation module, plus any module whose path matches a glob in `include`
-    (recorded as if it were an activation: its input is the pre-, its output the post-activation)."""
+    """{path: module} for every activation module, every declared site (`declared_sites`), and any module whose path
+    matches a glob in `include` (recorded as if it were an activation: its input is the pre-, its output the
+    post-activation)."""
+    declared = declared_sites(model)
     found = {name: module for name, module in model.named_modules()
-             if name and (is_activation(module) or any(fnmatch.fnmatchcase(name, p) for p in include))}
+             if name and (is_activation(module) or name in declared
+                          or any(fnmatch.fnmatchcase(name, p) for p in include))}
     if not found:
         hint = f" or matches {', '.join(include)}" if include else ""
         raise InvalidArgumentError(
@@ -83,6 +106,7 @@ class Recording:
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
+        self.declared = declared_sites(model)
         self.sites: dict[str, Site] = {}
         self.calls: dict[str, int] = {}  # per forward pass: how many times each module has run
 
@@ -91,7 +115,8 @@ class Recording:
         self.calls[path] = count + 1
         name = path if count == 0 else f"{path}#{count}"
         if name not in self.sites:
-            self.sites[name] = Site(name, len(self.sites) + 1, site_kind(self.model, name), type(module).__name__)
+            self.sites[name] = Site(name, len(self.sites) + 1, site_kind(self.model, name), type(module).__name__,
+                                    activation=path not in self.declared)
         return self.sites[name]
 
 
@@ -126,16 +151,22 @@ def record(model: nn.Module, callback: SiteCallback, include: Sequence[str] = ()
             sites[path].inplace = True
 
 
+INPUT_ROLES = ("coder", "weight", "pair")  # parts measured at their source's input: what E or W is applied to
+
+
 @dataclass(frozen=True)
 class Component:
-    """One summand of a site's pre-activation, as its block declares it in a `site_components` dict
-    ({activation path: {role: source}}): the branch output, the identity (shortcut) or the coder's input."""
+    """One part of a site's pre-activation, as its block declares it in a `site_components` dict
+    ({activation path: {role: source}}): the branch output, the identity (shortcut), the coder's input (E^T E x),
+    a linear layer's input ("weight": z = W x) or the input of a +/- code pair ("pair": [E x; -E x])."""
 
-    site: str  # the activation site whose pre-activation it adds up to
-    role: str  # "branch", "identity" or "coder"
-    source: str  # path of the module whose output it is, or of the declaring block when it is that block's input
-    block_input: bool = False  # the declaring block's input (declared as "") rather than a module's output
+    site: str  # the activation site whose pre-activation it is part of
+    role: str  # "branch", "identity", "coder", "weight" or "pair"
+    source: str  # path of the module whose output (or input, for INPUT_ROLES) it is, or of the declaring block (for
+    # a source of "", its input)
+    takes_input: bool = False  # the source's input rather than its output
     coder_ratio: float = 1.0  # k / C of a coder component: the declaring block's `coder_ratio`
+    channels: int = 0  # its channels, where the block's `site_channels` says the parts are concatenated (0: summed)
 
 
 def find_components(model: nn.Module) -> list[Component]:
@@ -146,22 +177,25 @@ def find_components(model: nn.Module) -> list[Component]:
         if not isinstance(declared, dict):
             continue
         prefix = f"{path}." if path else ""
+        channels = getattr(block, "site_channels", {})
         for act, parts in declared.items():
             for role, source in parts.items():
                 found.append(Component(f"{prefix}{act}", role, f"{prefix}{source}" if source else path,
-                                       block_input=not source, coder_ratio=float(getattr(block, "coder_ratio", 1.0))))
+                                       takes_input=not source or role in INPUT_ROLES,
+                                       coder_ratio=float(getattr(block, "coder_ratio", 1.0)),
+                                       channels=channels.get(act, {}).get(role, 0)))
     return found
 
 
 @contextlib.contextmanager
 def record_components(model: nn.Module, callback: ComponentCallback) -> Iterator[list[Component]]:
     """Within the block, every forward pass of `model` calls `callback(component, tensor)` for each declared
-    component: the source module's output, or the block's input for a source of ""."""
+    component: the source module's output, or its input (`takes_input`)."""
     components = find_components(model)
 
     def make_hook(component: Component) -> Callable:
         def hook(module: nn.Module, args: tuple, output: torch.Tensor | None = None) -> None:
-            value = (args[0] if args else None) if component.block_input else output
+            value = (args[0] if args else None) if component.takes_input else output
             if isinstance(value, torch.Tensor):
                 callback(component, value)
         return hook
@@ -170,7 +204,7 @@ def record_components(model: nn.Module, callback: ComponentCallback) -> Iterator
     try:
         for component in components:
             module = model.get_submodule(component.source)
-            register = module.register_forward_pre_hook if component.block_input else module.register_forward_hook
+            register = module.register_forward_pre_hook if component.takes_input else module.register_forward_hook
             handles.append(register(make_hook(component)))
         yield components
     finally:

@@ -23,7 +23,8 @@ LEGEND = {
                 "nothing left",
     "dists_input": "DISTS between the image and its read-out; 0 is identical, dists_noise (in the CSV) is noise",
 }
-COUNTERPART = {"plain": "resnet", "resnet": "plain", "pnnh": "resnet"}  # the family to compare a probe with
+COUNTERPART = {"plain": "resnet", "resnet": "plain", "pnnh": "resnet",  # the family to compare a probe with
+               "plainvit": "vit", "vit": "plainvit", "pnnhvit": "vit"}
 
 
 def view(frame: pd.DataFrame) -> pd.DataFrame:
@@ -58,7 +59,7 @@ def summary(frame: pd.DataFrame, model: str | None = None) -> list[str]:
 
 def counterpart(model: str | None) -> str | None:
     """The registry model of the same depth in the family to compare with: plainN -> resnetN, resnetN -> plainN,
-    pnnhN -> resnetN; None for others."""
+    pnnhN -> resnetN, and likewise for the ViTs (plainvitN -> vitN, ...); None for others."""
     match = re.fullmatch(r"([a-z]+)(\d+)", model or "")
     if not match or match[1] not in COUNTERPART:
         return None

@@ -51,6 +51,21 @@ def sum_of_components(components: Iterable[MeanVar]) -> MeanVar:
     return MeanVar(sum(p.mean for p in parts), sum(p.var for p in parts))
 
 
+def concatenation(parts: Iterable[tuple[MeanVar, int]]) -> MeanVar:
+    """The pooled moments of parts laid side by side along the channels, (moments, channels) each: the mixture's
+    mean is the channel-weighted mean, its variance the weighted second moment less the squared mean."""
+    parts = list(parts)
+    total = sum(n for _, n in parts)
+    mean = sum(p.mean * n for p, n in parts) / total
+    return MeanVar(mean, sum((p.var + p.mean ** 2) * n for p, n in parts) / total - mean ** 2)
+
+
+def pair_component(s2_x: float) -> MeanVar:
+    """The +/- pair [E x; -E x] for E of orthonormal rows (k <= n) at a random orientation: each of its 2k channels
+    has second moment s2_x (E||E x||^2 = k/n E||x||^2, exactly ||x||^2 when k = n), and the pair's mean is 0."""
+    return MeanVar(0.0, s2_x)
+
+
 def weight_component(s2_x: float) -> MeanVar:
     """W x with He-normal W independent of x: mean 0, variance 2 s2_x (E[(W x)_i^2] = 2/n E||x||^2)."""
     return MeanVar(0.0, 2.0 * s2_x)
@@ -77,14 +92,19 @@ def predict_moments(kind: str, mu_x: float, var_x: float, s2_x: float, coder_rat
     raise InvalidArgumentError(f"unknown layer kind {kind!r}; choose one of {', '.join(LAYER_KINDS)}")
 
 
-COMPONENT_ROLES = ("branch", "identity", "coder")
+COMPONENT_ROLES = ("branch", "identity", "coder", "weight", "pair")
 
 
 def component_moments(role: str, mean: float, var: float, s2: float, coder_ratio: float = 1.0) -> MeanVar:
-    """One measured summand of a real layer's pre-activation, as Theorem 3.2 counts it: the branch and the identity
-    as measured; the coder from the moments of its input x (coder_component), since the code is E^T E x."""
+    """One measured part of a real layer's pre-activation, as Theorem 3.2 counts it: the branch and the identity
+    as measured; the others from the moments of their input x: the coder's E^T E x (coder_component), a He-normal
+    linear layer's W x (weight_component) and a code pair [E x; -E x] (pair_component)."""
     if role == "coder":
         return coder_component(mean, s2, coder_ratio)
+    if role == "weight":
+        return weight_component(s2)
+    if role == "pair":
+        return pair_component(s2)
     if role in ("branch", "identity"):
         return MeanVar(mean, var)
     raise InvalidArgumentError(f"unknown component role {role!r}; choose one of {', '.join(COMPONENT_ROLES)}")

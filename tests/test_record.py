@@ -100,14 +100,14 @@ def test_activation_classes_of_other_libraries_are_found_by_name():
 
 
 def test_blocks_declare_what_their_sites_sum():
-    resnet = {(c.site, c.role): (c.source, c.block_input) for c in find_components(create_model("resnet20"))}
+    resnet = {(c.site, c.role): (c.source, c.takes_input) for c in find_components(create_model("resnet20"))}
     assert resnet[("layer1.0.act2", "branch")] == ("layer1.0.bn2", False)
     assert resnet[("layer1.0.act2", "identity")] == ("layer1.0", True)
     assert resnet[("layer2.0.act2", "identity")] == ("layer2.0.downsample", False)  # option A's padded subsample
     assert len(resnet) == 2 * 9 and not find_components(create_model("plain20"))
     assert ("layer1.0.act3", "identity") in {(c.site, c.role) for c in find_components(create_model("resnet50"))}
     pnnh = find_components(create_model("pnnh20", coder_ratio=0.5))
-    assert Component("layer1.0.act2", "coder", "layer1.0", block_input=True, coder_ratio=0.5) in pnnh
+    assert Component("layer1.0.act2", "coder", "layer1.0", takes_input=True, coder_ratio=0.5) in pnnh
     assert {c.role for c in pnnh if c.site == "layer2.0.act2"} == {"branch", "identity"}  # S(x) adds as a shortcut
     first = find_components(create_model("pnnh20", downsample_block="plain"))
     assert not any(c.site == "layer2.0.act2" for c in first)  # the plain downsampling block sums nothing

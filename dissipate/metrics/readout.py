@@ -15,6 +15,7 @@ their cross-product with the image is G^T (U^T Y), both computed at the features
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 import torch.nn.functional as F
@@ -34,12 +35,21 @@ def _upsampling_matrix(size_in: int, size_out: int) -> torch.Tensor:
 
 
 def as_feature_map(features: torch.Tensor) -> torch.Tensor | None:
-    """(B, C, h, w) view of features: feature maps as they are, vectors (B, C) as 1x1 maps; None for anything else
-    (tokens, volumes), whose positions do not map onto the image's pixels."""
+    """(B, C, h, w) view of features: feature maps as they are, vectors (B, C) as 1x1 maps, and tokens (B, T, C) of a
+    square grid of patches mapped back to it (T = s^2, row by row, as a ViT's patch embedding lays them out; with
+    T = s^2 + 1 the first, a class token, is left out); None for anything else (volumes, token counts that are no
+    grid), whose positions do not map onto the image's pixels."""
     if features.ndim == 4:
         return features
     if features.ndim == 2:
         return features[:, :, None, None]
+    if features.ndim == 3:
+        tokens = features.shape[1]
+        for extra in (0, 1):
+            side = math.isqrt(tokens - extra)
+            if tokens > extra and side * side == tokens - extra:
+                grid = features[:, extra:].transpose(1, 2)  # (B, C, s^2)
+                return grid.reshape(*grid.shape[:2], side, side)
     return None
 
 

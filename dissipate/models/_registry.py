@@ -23,10 +23,11 @@ class ModelEntry:
     """What the registry knows about a model before building it."""
 
     name: str
-    family: str  # "plain", "resnet", "pnnh" or "vgg"
-    depth: int  # weighted layers, as in the model's name
+    family: str  # "plain", "resnet", "pnnh", "vgg", "plainvit", "vit" or "pnnhvit"
+    depth: int  # weighted layers (blocks for a transformer), as in the model's name
     builder: Callable[..., nn.Module]
-    natural_stem: str  # the stem used when neither `stem` nor `image_size` is given
+    natural_stem: str | None  # the stem used when neither `stem` nor `image_size` is given; None: the model has
+    # no stem to choose, and builds for an image size (`img_size`, a ViT's patch grid) instead
     first_defaults: dict[str, Any] = field(default_factory=dict)  # options whose default changed since checkpoint v1
 
 
@@ -37,7 +38,7 @@ class ModelSpec:
     name: str
     num_classes: int
     in_chans: int
-    kwargs: dict[str, Any] = field(default_factory=dict)  # resolved: `stem` is always present
+    kwargs: dict[str, Any] = field(default_factory=dict)  # resolved: `stem` (or a ViT's `img_size`) is always present
 
 
 _entries: dict[str, ModelEntry] = {}
@@ -45,8 +46,9 @@ _sources: dict[str, Callable[..., nn.Module]] = {}  # "torchvision" -> builder o
 
 
 def register_model(name: str, builder: Callable[..., nn.Module], *, family: str, depth: int,
-                   natural_stem: str, first_defaults: dict[str, Any] | None = None) -> None:
-    """Add `builder` (called as builder(num_classes=, in_chans=, stem=, **kwargs)) to the registry.
+                   natural_stem: str | None = None, first_defaults: dict[str, Any] | None = None) -> None:
+    """Add `builder` (called as builder(num_classes=, in_chans=, stem=, **kwargs), or without stem= for a model
+    with no natural stem, whose `img_size` option create_model's image_size sets) to the registry.
     `first_defaults`: the defaults of options that have changed since checkpoints began recording every option
     (version 1 recorded only those given), so that an old checkpoint rebuilds the net it was saved from."""
     if name in _entries:
@@ -132,6 +134,7 @@ def create_model(name: str, num_classes: int = 10, in_chans: int = 3, stem: str 
             ("imagenet": torchvision's three-layer classifier, "cifar": one linear layer after global pooling).
         image_size: when `stem` is None, images below 64 px get the cifar stem and larger ones the imagenet stem;
             when both are None the family's own stem is used (cifar for the CIFAR family, imagenet otherwise).
+            A transformer has no stem: it is built for this size (its `img_size` option; 32 when neither is given).
         **kwargs: family options, e.g. `act="gelu"`, or PNNH's `coder_ratio`, `learner_ratio`, `downsample_block`.
 
     Names of other libraries' models, "torchvision:NAME", "timm:NAME" and "module:PACKAGE.MODULE:FACTORY", are
@@ -149,10 +152,19 @@ def create_model(name: str, num_classes: int = 10, in_chans: int = 3, stem: str 
     for arg, value, most in (("num_classes", num_classes, MAX_CLASSES), ("in_chans", in_chans, MAX_CHANNELS)):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
             raise InvalidArgumentError(f"{arg} must be an integer from 1 to {most}, got {value!r}")
-    stem = resolve_stem(entry, stem, image_size)
+    if entry.natural_stem is None:
+        if stem is not None:
+            raise InvalidArgumentError(f"{name} has no stem to choose; its patch embedding follows the image size")
+        if image_size is not None and kwargs.setdefault("img_size", image_size) != image_size:
+            raise InvalidArgumentError(f"{name} is built for {kwargs['img_size']} px images (img_size), and the "
+                                       f"images are {image_size} px")
+        fixed = {}
+    else:
+        fixed = {"stem": resolve_stem(entry, stem, image_size)}
     options = model_options(entry, kwargs)
-    model = entry.builder(num_classes=num_classes, in_chans=in_chans, stem=stem, **kwargs)
-    model.spec = ModelSpec(name, num_classes, in_chans, {"stem": stem, **options})
+    model = entry.builder(num_classes=num_classes, in_chans=in_chans, **fixed, **kwargs)
+    resolved = getattr(model, "resolved_options", {})  # defaults that depend on other options (a ViT's patch size)
+    model.spec = ModelSpec(name, num_classes, in_chans, {**fixed, **options, **resolved})
     return model
 
 

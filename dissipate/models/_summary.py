@@ -7,6 +7,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import InvalidArgumentError
@@ -20,9 +21,10 @@ def count_parameters(model: nn.Module) -> int:
 def count_flops(model: nn.Module, image_size: int, in_chans: int = 3) -> int:
     """Forward FLOPs per image of `image_size` px, as torch.utils.flop_counter counts them (2 per multiply-add).
 
-    Convolutions and matrix products only: BN, activations and pooling are not counted. What a forward computes
-    once whatever the batch (a PNNH block's E^T E, an orthogonal coder's map) is not per image: the count is that of
-    two images less that of one.
+    Convolutions and matrix products only, attention's included (counted through its math form, which the fused
+    kernels compute too): BN, LN, activations, softmax and pooling are not counted. What a forward computes once
+    whatever the batch (a PNNH block's E^T E, an orthogonal coder's map) is not per image: the count is that of two
+    images less that of one.
     """
     device = next(model.parameters()).device
     was_training = model.training
@@ -30,7 +32,7 @@ def count_flops(model: nn.Module, image_size: int, in_chans: int = 3) -> int:
     counts = []
     try:
         for batch in (1, 2):
-            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
                 model(torch.zeros(batch, in_chans, image_size, image_size, device=device))
             counts.append(counter.get_total_flops())
     finally:
@@ -58,7 +60,8 @@ def model_table(names: Iterable[str] | None = None, *, num_classes: int = 10, in
                 stem: str | None = None, image_sizes: Sequence[int] = (32, 224)) -> pd.DataFrame:
     """One row per model: family, depth, stem, parameters and forward FLOPs at each image size.
 
-    Each row is one model (its family's own stem unless `stem` is given), measured at every size. Models are built
+    Each row is one model (its family's own stem unless `stem` is given), measured at every size. A transformer,
+    which has no stem ("-"), is built for each size, and its parameters counted at the first. Models are built
     on the meta device, so no weight is allocated and no convolution computed (about 0.5 s a model, in torch's
     Python shape functions). `names` may be any iterable, a progress bar say.
     """
@@ -68,13 +71,19 @@ def model_table(names: Iterable[str] | None = None, *, num_classes: int = 10, in
     rows = []
     for name in names if names is not None else list_models():
         entry = get_model_entry(name)
-        with torch.device("meta"):
-            model = create_model(name, num_classes=num_classes, in_chans=in_chans, stem=stem)
-        row = {"model": name, "family": entry.family, "depth": entry.depth, "stem": model.spec.kwargs["stem"],
-               "params": count_parameters(model)}
+        sized = entry.natural_stem is None  # built for an image size: once per size
+
+        def build(size: int | None) -> nn.Module:
+            with torch.device("meta"):
+                return create_model(name, num_classes=num_classes, in_chans=in_chans,
+                                    **({"image_size": size} if sized else {"stem": stem}))
+
+        model = build(image_sizes[0] if sized and image_sizes else None)
+        row = {"model": name, "family": entry.family, "depth": entry.depth,
+               "stem": "-" if sized else model.spec.kwargs["stem"], "params": count_parameters(model)}
         for size in image_sizes:
             try:
-                row[f"flops_{size}px"] = count_flops(model, size, in_chans)
+                row[f"flops_{size}px"] = count_flops(build(size) if sized else model, size, in_chans)
             except RuntimeError as error:  # e.g. VGG's five 2x2 max-pools need at least 32 px
                 reason = str(error).strip().splitlines()[0]
                 raise InvalidArgumentError(f"{name} cannot take {size}x{size} images: {reason}") from None

@@ -56,11 +56,12 @@ def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def cross(act: nn.Module, learner: torch.Tensor, code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def cross(act: nn.Module, learner: torch.Tensor, code: torch.Tensor, dim: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """(act(learner), code) with the code carried across the same activation module as a +/- pair: one call over
-    [learner, code, -code], then act(code) - act(-code), which is the code exactly for ReLU, GELU and SiLU."""
-    mixed = act(torch.cat([learner, code, -code], dim=1))
-    hidden, plus, minus = mixed.split([learner.shape[1], code.shape[1], code.shape[1]], dim=1)
+    [learner, code, -code] (channels along `dim`: 1 for feature maps, -1 for tokens), then act(code) - act(-code),
+    which is the code exactly for ReLU, GELU and SiLU."""
+    mixed = act(torch.cat([learner, code, -code], dim=dim))
+    hidden, plus, minus = mixed.split([learner.shape[dim], code.shape[dim], code.shape[dim]], dim=dim)
     return hidden, plus - minus
 
 
@@ -196,14 +197,15 @@ class PNNHBottleneck(nn.Module):
         return self.act3(self.bn3(self.conv3(hidden)) + decoded)
 
 
-CODE_BLOCKS = (PNNHBlock, PNNHDownsample, PNNHBottleneck)  # the blocks with an explicit and a fused impl
+CODE_BLOCKS = (PNNHBlock, PNNHDownsample, PNNHBottleneck)  # the CNN blocks with an explicit and a fused impl
 
 
 @contextlib.contextmanager
 def explicit_code(model: nn.Module) -> Iterator[int]:
-    """Within the block, every PNNH block of `model` carries its code explicitly, as a +/- pair through its
-    activation (what a probe must see); each gets its own impl back afterwards. Yields how many were switched."""
-    blocks = [(m, m.impl) for m in model.modules() if isinstance(m, CODE_BLOCKS)]
+    """Within the block, every PNNH block of `model` (every module with an `impl` of IMPLS, a ViT's too) carries its
+    code explicitly, as a +/- pair through its activation (what a probe must see); each gets its own impl back
+    afterwards. Yields how many were switched."""
+    blocks = [(m, m.impl) for m in model.modules() if getattr(m, "kind", None) == "pnnh" and hasattr(m, "impl")]
     try:
         for block, _ in blocks:
             block.impl = "explicit"

@@ -52,12 +52,29 @@ def test_streamed_statistics_equal_an_explicit_least_squares_fit():
         (held_x @ weights).numpy(), abs=1e-5)
 
 
-def test_vectors_are_one_pixel_maps_and_tokens_have_no_readout():
+def test_vectors_are_one_pixel_maps_and_tokens_off_a_grid_have_no_readout():
     images = torch.rand(16, 3, 8, 8)
     assert reconstruction_r2(images.mean((2, 3)), images) > 0  # per-image mean colour explains some variance
     readout = LinearReadout()
-    readout.update(torch.randn(16, 5, 4), images, torch.arange(16))
-    assert readout.weights is None and readout.reconstruct(torch.randn(2, 5, 4), (8, 8)) is None
+    readout.update(torch.randn(16, 7, 4), images, torch.arange(16))  # 7 tokens: no square grid, with or without one
+    assert readout.weights is None and readout.reconstruct(torch.randn(2, 7, 4), (8, 8)) is None
+
+
+@pytest.mark.parametrize("class_token", [False, True])
+def test_tokens_read_out_as_the_feature_map_of_their_patches(class_token):
+    """Tokens laid out row by row over a 4x4 grid of patches (as a ViT's patch embedding makes them), with or without
+    a class token first, give the read-out of that 4x4 feature map."""
+    torch.manual_seed(0)
+    images = torch.rand(16, 3, 8, 8)
+    feature_map = 0.1 * torch.randn(16, 6, 4, 4) + F.avg_pool2d(images, 2).repeat(1, 2, 1, 1)
+    tokens = feature_map.flatten(2).transpose(1, 2)  # (B, 16, 6)
+    if class_token:
+        tokens = torch.cat([torch.randn(16, 1, 6), tokens], dim=1)
+    readouts = [LinearReadout() for _ in range(2)]
+    for readout, feats in zip(readouts, (feature_map, tokens), strict=True):
+        readout.update(feats, images, torch.arange(16))
+    assert readouts[0].r2() > 0.05  # the patches' mean colours explain some of each pixel
+    assert readouts[1].r2() == pytest.approx(readouts[0].r2(), abs=1e-6)
     with pytest.raises(InvalidArgumentError, match="same samples"):
         reconstruction_r2(torch.randn(4, 2, 8, 8), images)
 

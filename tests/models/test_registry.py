@@ -10,11 +10,12 @@ CIFAR_DEPTHS = [20, 32, 44, 56, 110]
 EXPECTED = (
     {f"{family}{depth}" for family in ("plain", "resnet", "pnnh") for depth in [*CIFAR_DEPTHS, 18, 34, 50, 101]}
     | {f"vgg{depth}" for depth in (11, 13, 16, 19)}
-)
+)  # the CNNs; the transformers have their own tests (test_vit.py)
+TRANSFORMERS = {f"{family}{depth}" for family in ("plainvit", "vit", "pnnhvit") for depth in (6, 12, 24)}
 
 
 def test_registry_holds_every_family_and_depth():
-    assert set(list_models()) == EXPECTED
+    assert set(list_models()) == EXPECTED | TRANSFORMERS
     assert list_models("pnnh*") == ["pnnh18", "pnnh20", "pnnh32", "pnnh34", "pnnh44", "pnnh50", "pnnh56", "pnnh101",
                                     "pnnh110"]
     assert list_models(family="vgg") == ["vgg11", "vgg13", "vgg16", "vgg19"]
