@@ -33,14 +33,14 @@ from .plots import plot_bound_check, plot_probes
 from .probe import METRICS, ProbeConfig, ProbeNotice, probe_model, read_probes, save_probe
 from .probe import probe as run_probe
 from .theory import MonteCarloConfig
-from .train import TrainConfig, read_resume_point
+from .train import RECIPES, TrainConfig, read_resume_point
 from .train import train as run_training
 
 T = TypeVar("T")
 TRAIN_DEFAULTS = TrainConfig(model="")  # the defaults that `dissipate train --help` shows
 CLI_TO_CONFIG = {"model_args": "model_kwargs"}  # `dissipate train` options named otherwise in TrainConfig
 SET_ELSEWHERE = {"name": "--model", "num_classes": "the data's classes", "in_chans": "the data's channels",
-                 "image_size": "the data (see --image-size)"}  # create_model arguments that --model-arg cannot set
+                 "image_size": "the data (see --image-size)", "img_size": "the data (see --image-size)"}  # create_model arguments that --model-arg cannot set
 app = typer.Typer(help="Measure how a network's input survives, layer by layer.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 
@@ -155,8 +155,8 @@ def weights_file(model: str | None, checkpoint: Path | None, weights: str | None
 
 def load_model_and_data(model: str | None, model_args: Iterable[str], checkpoint: Path | None, data: str,
                         data_dir: Path | None, image_size: int | None, num_images: int, seed: int):
-    """(model, ImageData) for a probe: the data first (shaped by the checkpoint's channels), then the model shaped
-    for it. `model` may be omitted for a dissipate checkpoint, which names its own."""
+    """(model, ImageData) for a probe: the data first (shaped by the checkpoint's channels, and a ViT's image size),
+    then the model shaped for it. `model` may be omitted for a dissipate checkpoint, which names its own."""
     saved = read_checkpoint(checkpoint) if checkpoint else None
     if model is None:
         if saved is None or saved["format"] is None:
@@ -166,6 +166,8 @@ def load_model_and_data(model: str | None, model_args: Iterable[str], checkpoint
     options = parse_model_args(model_args)
     if not external_source(model):
         get_model_entry(model)  # an unknown name fails here, with suggestions, before any data is loaded
+    if image_size is None and saved and saved["format"] is not None:
+        image_size = saved["model_kwargs"].get("img_size")  # a ViT takes the size it was trained at
     images = load_data(data, image_size=image_size, in_chans=saved.get("in_chans") if saved else None,
                        length=num_images, root=data_dir, seed=seed)
     return probe_model(model, images, saved, str(checkpoint), seed, **options), images
@@ -303,11 +305,21 @@ def train(
     epochs: int = typer.Option(TRAIN_DEFAULTS.epochs, help="Epochs."),
     batch_size: int = typer.Option(TRAIN_DEFAULTS.batch_size, help="Global batch size (split over the processes of "
                                                                    "a torchrun job)."),
-    lr: float = typer.Option(TRAIN_DEFAULTS.lr, help="Peak learning rate (SGD, nesterov)."),
-    momentum: float = typer.Option(TRAIN_DEFAULTS.momentum, help="SGD momentum."),
-    wd: float = typer.Option(TRAIN_DEFAULTS.wd, help="Weight decay."),
-    warmup: float = typer.Option(TRAIN_DEFAULTS.warmup, help="Epochs of linear warm-up before the cosine decay."),
-    label_smoothing: float = typer.Option(TRAIN_DEFAULTS.label_smoothing, help="Label smoothing of the loss."),
+    optimizer: Optional[str] = typer.Option(None, help="sgd (nesterov) or adamw [default: the family's: adamw for "
+                                                       "the transformers, sgd otherwise]."),
+    lr: Optional[float] = typer.Option(None, help=f"Peak learning rate [default: {RECIPES['sgd']['lr']:g} with sgd, "
+                                                  f"{RECIPES['adamw']['lr']:g} with adamw]."),
+    momentum: float = typer.Option(TRAIN_DEFAULTS.momentum, help="SGD momentum, or AdamW's beta1."),
+    wd: Optional[float] = typer.Option(None, help=f"Weight decay [default: {RECIPES['sgd']['wd']:g} with sgd, "
+                                                  f"{RECIPES['adamw']['wd']:g} with adamw, on weight matrices only]."),
+    warmup: Optional[float] = typer.Option(None, help="Epochs of linear warm-up before the cosine decay [default: "
+                                                      f"{RECIPES['sgd']['warmup']:g} with sgd, "
+                                                      f"{RECIPES['adamw']['warmup']:g} with adamw; at most half "
+                                                      "the run]."),
+    label_smoothing: Optional[float] = typer.Option(None, help="Label smoothing of the loss [default: "
+                                                               f"{RECIPES['sgd']['label_smoothing']:g} with sgd, "
+                                                               f"{RECIPES['adamw']['label_smoothing']:g} with "
+                                                               "adamw]."),
     augment: bool = typer.Option(TRAIN_DEFAULTS.augment, help="Random crop (padding 4) and horizontal flip."),
     subset: Optional[int] = typer.Option(None, help="Train on this many training images (a seeded random choice)."),
     test_subset: Optional[int] = typer.Option(None, help="Evaluate on this many test images [default: all]."),
@@ -328,7 +340,8 @@ def train(
     probe_metrics: str = typer.Option(TRAIN_DEFAULTS.probe_metrics, help="Metric families of each probe, "
                                                                          "comma-separated."),
 ) -> None:
-    """Train a plain, residual or PNNH net: one log row per epoch (log.csv) and atomic checkpoints in --out.
+    """Train a plain, residual or PNNH net (CNN or transformer), each family by its standard recipe unless told
+    otherwise: one log row per epoch (log.csv) and atomic checkpoints in --out.
     Several GPUs or machines: torchrun --nproc_per_node=N -m dissipate train ..."""
     if out is None:
         if model is None:
@@ -340,7 +353,8 @@ def train(
         model = read_resume_point(out)["train_config"]["model"]
     if not external_source(model):
         get_model_entry(model)  # an unknown name fails here, with suggestions, before any data is loaded
-    config = TrainConfig(model=model, data=data, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, wd=wd,
+    config = TrainConfig(model=model, data=data, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
+                         momentum=momentum, wd=wd,
                          warmup=warmup, label_smoothing=label_smoothing, augment=augment, subset=subset,
                          test_subset=test_subset, image_size=image_size, model_kwargs=parse_model_args(model_args),
                          data_dir=str(data_dir) if data_dir else None, seed=seed, device=device, amp=amp,

@@ -1,8 +1,12 @@
 """Training (docs/design.md, section 5): one loop for every model and dataset, on the CPU, one GPU or many (DDP).
 
-SGD with momentum and nesterov, a linear warm-up then a cosine decay to 0, stepped per batch, and optional label
-smoothing. The defaults are the standard CIFAR ResNet recipe: lr 0.1, momentum 0.9, weight decay 5e-4, batch 128,
-200 epochs.
+A linear warm-up then a cosine decay to 0, stepped per batch, and optional label smoothing. Each family has its
+standard recipe (RECIPES), which any setting overrides and the checkpoint records:
+- CNNs: SGD with nesterov momentum 0.9, lr 0.1, weight decay 5e-4, 1 epoch of warm-up, no label smoothing (He et
+  al.'s CIFAR ResNet recipe), batch 128, 200 epochs;
+- transformers (plainvitN, vitN, pnnhvitN): AdamW (beta1 = `momentum`), lr 1e-3, weight decay 0.05 on weight
+  matrices only (not on biases, norms and the position embedding), 5 epochs of warm-up and label smoothing 0.1, as
+  small ViTs are trained from scratch.
 
 CIFAR-sized data (cifar10, cifar100, fashion-mnist, synthetic) sits on the device as uint8, and the random crop
 (zero padding 4) and the horizontal flip are done there, a batch at a time, so no data loader limits throughput.
@@ -45,8 +49,8 @@ from ._io import atomic_write, os_error_reason, writable_directory
 from .checkpoint import load_state_dict, read_checkpoint, save_checkpoint, saved_options
 from .data import MAX_IMAGE_SIZE, DeadLeaves, ImageData, load_data, loader_batches, seeded_choice
 from .errors import (CheckpointError, DissipateError, InvalidArgumentError, OutOfMemory, TrainingDiverged,
-                     WriteFailed)
-from .models import check_options, create_model
+                     UnknownModelError, WriteFailed)
+from .models import check_options, create_model, get_model_entry
 from .probe import ProbeConfig, Progress, check_device, no_progress, parse_metrics, probe, resolve_device
 
 ON_DEVICE = ("synthetic", "cifar10", "cifar100", "fashion-mnist")  # small enough to sit on the device as uint8
@@ -59,6 +63,20 @@ RUNTIME_FIELDS = ("device", "amp", "channels_last", "compile", "workers")  # how
 # what the run probes as it trains: never a change to its weights; checkpoints from before they existed lack them
 PROBE_FIELDS = ("probe_every", "probe_images", "probe_metrics")
 PROBES_FILE = "probes.csv"
+LATER_FIELDS = (*PROBE_FIELDS, "optimizer")  # fields that older checkpoints lack (their optimizer was SGD)
+# each optimizer's standard recipe: what lr, wd, warmup and label_smoothing are when a config leaves them None
+RECIPES = {"sgd": {"lr": 0.1, "wd": 5e-4, "warmup": 1.0, "label_smoothing": 0.0},
+           "adamw": {"lr": 1e-3, "wd": 0.05, "warmup": 5.0, "label_smoothing": 0.1}}
+TRANSFORMER_FAMILIES = ("plainvit", "vit", "pnnhvit")
+
+
+def family_optimizer(model: str) -> str:
+    """The optimizer of a model's standard recipe: AdamW for the transformer families, SGD for everything else
+    (the CNNs, and other libraries' models, whatever they are)."""
+    try:
+        return "adamw" if get_model_entry(model).family in TRANSFORMER_FAMILIES else "sgd"
+    except UnknownModelError:  # another library's model, or a name create_model refuses later with suggestions
+        return "sgd"
 
 
 @dataclass(frozen=True)
@@ -69,11 +87,12 @@ class TrainConfig:
     data: str = "cifar10"
     epochs: int = 200
     batch_size: int = 128  # the global batch: split across the ranks of a distributed run
-    lr: float = 0.1  # peak learning rate, reached after the warm-up
-    momentum: float = 0.9
-    wd: float = 5e-4
-    warmup: float = 1.0  # epochs of linear warm-up from 0, as He et al. warm up ResNet-110 (at most half the run)
-    label_smoothing: float = 0.0
+    optimizer: str | None = None  # "sgd" (nesterov) or "adamw"; None: the model family's (family_optimizer)
+    lr: float | None = None  # peak learning rate, reached after the warm-up; None (and below): the optimizer's RECIPES
+    momentum: float = 0.9  # SGD's momentum, or AdamW's beta1
+    wd: float | None = None
+    warmup: float | None = None  # epochs of linear warm-up from 0, as He et al. warm up ResNet-110 (at most half the run)
+    label_smoothing: float | None = None
     augment: bool = True  # random crop (zero padding 4) and horizontal flip
     subset: int | None = None  # train on a seeded random choice of this many training images
     test_subset: int | None = None  # evaluate on this many test images (all by default)
@@ -95,6 +114,13 @@ class TrainConfig:
                  if not _of_type(getattr(self, f.name), f.type)]
         if wrong:
             raise InvalidArgumentError(f"TrainConfig has values of the wrong type: {', '.join(wrong)}")
+        optimizer = self.optimizer or family_optimizer(self.model)  # resolved, so that checkpoints record it
+        if optimizer not in RECIPES:
+            raise InvalidArgumentError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(RECIPES)}")
+        object.__setattr__(self, "optimizer", optimizer)
+        for name, value in RECIPES[optimizer].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
         checks = [("epochs", self.epochs >= 1, "at least 1"), ("batch_size", self.batch_size >= 1, "at least 1"),
                   ("lr", self.lr > 0, "positive"), ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
                   ("wd", self.wd >= 0, "non-negative"), ("warmup", self.warmup >= 0, "non-negative"),
@@ -371,7 +397,7 @@ def _damage(saved: dict) -> str | None:
     """What is wrong with a training checkpoint's config, history and optimizer state, or None."""
     config, history, optimizer = saved["train_config"], saved.get("history"), saved["optimizer"]
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    if not isinstance(config, dict) or set(config) - fields or fields - set(config) - set(PROBE_FIELDS):
+    if not isinstance(config, dict) or set(config) - fields or fields - set(config) - set(LATER_FIELDS):
         return "its training config is not a dict of TrainConfig's fields"
     try:
         TrainConfig(**config)
@@ -387,7 +413,7 @@ def _damage(saved: dict) -> str | None:
         return f"its history is not the log of epochs 1 to {saved['epoch']}"
     if not (isinstance(optimizer, dict) and isinstance(optimizer.get("state"), dict)
             and isinstance(optimizer.get("param_groups"), list)):
-        return "its optimizer state is not SGD's"
+        return "its optimizer state is not an optimizer's state_dict"
     return None
 
 
@@ -502,8 +528,7 @@ def _run(config: TrainConfig, out: Path, saved: dict | None, device: torch.devic
                          image_size=data.image_size, **options)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                nesterov=config.momentum > 0, weight_decay=config.wd)
+    optimizer = make_optimizer(model, config)
     history: list[dict] = []
     if saved is not None:
         _restore(model, optimizer, saved, out / "latest.pt")
@@ -612,6 +637,19 @@ def _keep_probes(out: Path, below: int, new: pd.DataFrame | None = None) -> None
     atomic_write(path, lambda f: f.write(frame.to_csv(index=False).encode()))
 
 
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with nesterov momentum and weight decay on every parameter, or AdamW with weight decay on the weight
+    matrices only (biases, norms and a ViT's position embedding are not decayed, as timm does)."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                               nesterov=config.momentum > 0, weight_decay=config.wd)
+    named = list(model.named_parameters())
+    kept = [p for name, p in named if p.ndim <= 1 or name.endswith("pos_embed")]
+    decayed = [p for name, p in named if not (p.ndim <= 1 or name.endswith("pos_embed"))]
+    return torch.optim.AdamW([{"params": decayed, "weight_decay": config.wd}, {"params": kept, "weight_decay": 0.0}],
+                             lr=config.lr, betas=(config.momentum, 0.999))
+
+
 def _restore(model: nn.Module, optimizer: torch.optim.Optimizer, saved: dict, source: Path) -> None:
     """Load a training checkpoint's weights and optimizer state, each checked against the model first."""
     load_state_dict(model, saved["state_dict"], source=str(source))
@@ -620,12 +658,13 @@ def _restore(model: nn.Module, optimizer: torch.optim.Optimizer, saved: dict, so
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"--resume: {source} holds an optimizer state that does not fit {saved['model']} "
                               f"({str(error).splitlines()[0][:120]})") from None
-    buffers = [(p, optimizer.state[p].get("momentum_buffer")) for p in model.parameters()]
+    buffers = [(p, optimizer.state.get(p, {}).get(key)) for p in model.parameters()  # .get: state is a defaultdict,
+               for key in ("momentum_buffer", "exp_avg", "exp_avg_sq")]  # and a parameter with no state keeps none
     misfits = [i for i, (p, buffer) in enumerate(buffers)
                if buffer is not None and (not isinstance(buffer, torch.Tensor) or buffer.shape != p.shape)]
     if misfits:
         raise CheckpointError(f"--resume: {source} holds momentum buffers that do not fit {saved['model']}'s "
-                              f"parameters (parameter {misfits[0]} and {len(misfits) - 1} more)")
+                              f"parameters (buffer {misfits[0]} and {len(misfits) - 1} more)")
 
 
 def _kept(out: Path, epoch: int) -> str:

@@ -9,13 +9,14 @@ import torch
 from PIL import Image
 
 from dissipate.bound_check import COLUMNS
-from dissipate.checkpoint import save_checkpoint
+from dissipate.checkpoint import read_checkpoint, save_checkpoint
 from dissipate.models import count_parameters, create_model
 from tests.helpers import run_cli
+from tests.test_data import write_fashion_mnist
 
 
 def test_models_csv_lists_the_selected_models(capsys):
-    code, out, _ = run_cli(capsys, "models", "resnet20", "pnnh*", "--format", "csv")
+    code, out, _ = run_cli(capsys, "models", "resnet20", "pnnh[0-9]*", "--format", "csv")
     assert code == 0
     table = pd.read_csv(io.StringIO(out))
     assert list(table["model"]) == ["resnet20", "pnnh18", "pnnh20", "pnnh32", "pnnh34", "pnnh44", "pnnh50", "pnnh56",
@@ -205,6 +206,7 @@ TINY_TRAIN = ("train", "--model", "resnet20", "--data", "synthetic", "--subset",
     (["--lr", "0"], "lr must be positive, got 0.0"),
     (["--lr", "-0.1"], "lr must be positive, got -0.1"),
     (["--resume"], "--resume: no checkpoint to resume in"),
+    (["--optimizer", "adam"], "unknown optimizer 'adam'; choose one of sgd, adamw"),
 ])
 def test_train_bad_input_is_one_line_and_exit_2(capsys, tmp_path, args, message):
     code, _, err = run_cli(capsys, *TINY_TRAIN, "--epochs", "1", "--out", str(tmp_path / "run"), *args)
@@ -238,3 +240,32 @@ def test_an_interrupt_is_one_line_and_exit_130(capsys, monkeypatch):
     monkeypatch.setattr(cli, "app", interrupted)
     code, _, err = run_cli(capsys, "train", "--model", "resnet20")
     assert code == 130 and err.startswith("interrupted;") and err.count("\n") == 1
+
+
+def test_a_vit_trains_on_fashion_mnist_by_its_own_recipe_and_its_checkpoint_feeds_the_probe(capsys, tmp_path):
+    """`dissipate train --model vit6 --data fashion-mnist`, short: AdamW by default, recorded; the probe and the
+    bound-check of its checkpoint take its 28 px images without being told; a ViT asked for other sizes says so."""
+    write_fashion_mnist(tmp_path / "FashionMNIST" / "raw", compress=False, count=32)
+    run = tmp_path / "run"
+    code, out, err = run_cli(capsys, "train", "--model", "vit6", "--data", "fashion-mnist", "--data-dir",
+                             str(tmp_path), "--epochs", "1", "--batch-size", "16", "--device", "cpu", "--out", str(run))
+    assert code == 0 and out.startswith("epoch   1 "), err
+    saved = read_checkpoint(run / "latest.pt")
+    assert saved["train_config"]["optimizer"] == "adamw" and saved["train_config"]["lr"] == 1e-3
+    assert saved["model_kwargs"]["img_size"] == 28 and "exp_avg" in saved["optimizer"]["state"][0]
+    code, out, err = run_cli(capsys, "probe", "--checkpoint", str(run / "latest.pt"), "--num-images", "8",
+                             "--metrics", "rank,cka", "--format", "csv", "--out", str(tmp_path / "probe"))
+    assert code == 0 and len(pd.read_csv(io.StringIO(out))) == 18, err
+    code, _, err = run_cli(capsys, "probe", "--checkpoint", str(run / "latest.pt"), "--image-size", "32",
+                           "--num-images", "8", "--out", str(tmp_path / "probe32"))
+    assert code == 2 and "takes 28x28 images" in err and err.count("\n") == 1, err
+
+
+def test_probe_and_bound_check_of_the_transformers_from_the_command_line(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "probe", "--model", "plainvit24", "--num-images", "8", "--metrics",
+                             "survival,cka", "--format", "csv", "--out", str(tmp_path / "probe"))
+    assert code == 0 and len(pd.read_csv(io.StringIO(out))) == 72, err
+    code, out, err = run_cli(capsys, "bound-check", "--model", "pnnhvit12", "--num-images", "16")
+    assert code == 0 and out.count("not applicable") == 24 and "all 12 bounds that must hold hold" in err, err
+    code, _, err = run_cli(capsys, "probe", "--model", "vit6", "--model-arg", "img_size=64")
+    assert code == 2 and "img_size is not a model option here: it follows the data" in err, err

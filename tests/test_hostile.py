@@ -84,7 +84,7 @@ DAMAGES = {
     "a config of the wrong types": (lambda c: _set(c["train_config"], "lr", "fast"), "training config does not hold"),
     "a history that skips": (lambda c: _set(c, "history", [{"epoch": "x"}]), "history is not the log of epochs 1"),
     "an optimizer state of another kind": (lambda c: _set(c, "optimizer", {"state": 5}),
-                                           "optimizer state is not SGD's"),
+                                           "optimizer state is not an optimizer's state_dict"),
     "a data dir that is a number": (lambda c: _set(c["train_config"], "data_dir", 3), "data_dir=3"),
     "model options that are a string": (lambda c: _set(c["train_config"], "model_kwargs", "x"), "model_kwargs='x'"),
     "model options that set the classes": (lambda c: _set(c["train_config"], "model_kwargs", {"num_classes": 3}),

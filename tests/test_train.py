@@ -20,6 +20,7 @@ from PIL import Image
 from dissipate import train as train_module
 from dissipate.checkpoint import read_checkpoint
 from dissipate.errors import CheckpointError, InvalidArgumentError
+from dissipate.models import create_model
 from dissipate.train import LOG_COLUMNS, TrainConfig, crop_and_flip, epoch_plan, learning_rate, load_split, train
 from tests.helpers import run_cli
 from tests.test_data import write_fashion_mnist, write_idx
@@ -158,10 +159,48 @@ def test_a_speed_run_can_skip_the_test_split(tmp_path):
 def test_a_checkpoint_from_before_probing_existed_still_resumes(tmp_path):
     train(TrainConfig(**TINY, epochs=2), tmp_path, stop_after=1)
     saved = read_checkpoint(tmp_path / "latest.pt")
-    for name in train_module.PROBE_FIELDS:
+    for name in train_module.LATER_FIELDS:  # the probe fields, and the optimizer (then always SGD)
         del saved["train_config"][name]
     torch.save(saved, tmp_path / "latest.pt")
     assert len(train(TrainConfig(**TINY, epochs=2), tmp_path, resume=True)) == 2
+
+
+def test_each_family_has_its_recipe_which_any_setting_overrides():
+    cnn, vit = TrainConfig(model="resnet20"), TrainConfig(model="pnnhvit6")
+    assert (cnn.optimizer, cnn.lr, cnn.wd, cnn.warmup, cnn.label_smoothing) == ("sgd", 0.1, 5e-4, 1.0, 0.0)
+    assert (vit.optimizer, vit.lr, vit.wd, vit.warmup, vit.label_smoothing) == ("adamw", 1e-3, 0.05, 5.0, 0.1)
+    assert TrainConfig(model="timm:vit_tiny_patch16_224").optimizer == "sgd"  # other libraries' models: SGD
+    mixed = TrainConfig(model="vit6", optimizer="sgd", lr=0.05)
+    assert (mixed.optimizer, mixed.lr, mixed.wd) == ("sgd", 0.05, 5e-4)
+    assert TrainConfig(model="resnet20", optimizer="adamw").lr == 1e-3
+    with pytest.raises(InvalidArgumentError, match="unknown optimizer 'adam'"):
+        TrainConfig(model="vit6", optimizer="adam")
+
+
+def test_adamw_decays_weight_matrices_only():
+    model = create_model("vit6")
+    optimizer = train_module.make_optimizer(model, TrainConfig(model="vit6"))
+    decayed, kept = ({id(p) for p in group["params"]} for group in optimizer.param_groups)
+    names = {id(p): name for name, p in model.named_parameters()}
+    assert {names[i] for i in kept} >= {"pos_embed", "norm.weight", "blocks.0.fc1.bias", "blocks.0.norm1.weight"}
+    assert {names[i] for i in decayed} >= {"blocks.0.fc1.weight", "blocks.0.attn.qkv.weight", "head.weight"}
+    assert [group["weight_decay"] for group in optimizer.param_groups] == [0.05, 0.0]
+
+
+def test_a_resumed_vit_run_ends_where_an_uninterrupted_one_does(tmp_path):
+    """AdamW's state (both moments and the step) resumes exactly, as SGD's momentum does."""
+    config = TrainConfig(**{**TINY, "model": "pnnhvit6", "lr": None, "warmup": None, "subset": 32,
+                            "test_subset": 16}, image_size=8, epochs=2)
+    whole = train(config, tmp_path / "whole")
+    train(config, tmp_path / "parts", stop_after=1)
+    resumed = train(config, tmp_path / "parts", resume=True)
+    ends = [read_checkpoint(tmp_path / run / "latest.pt") for run in ("whole", "parts")]
+    for key, value in ends[0]["state_dict"].items():
+        assert torch.equal(value, ends[1]["state_dict"][key]), key
+    for state, other in zip(ends[0]["optimizer"]["state"].values(), ends[1]["optimizer"]["state"].values(),
+                            strict=True):
+        assert all(torch.equal(state[k], other[k]) for k in ("exp_avg", "exp_avg_sq", "step"))
+    assert without_timing(whole) == without_timing(resumed)
 
 
 def test_resume_refuses_a_different_run_and_needs_a_checkpoint(tmp_path):

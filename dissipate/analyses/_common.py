@@ -20,7 +20,8 @@ from ..data import SYNTHETIC_VERSION, is_synthetic, load_data
 from ..models import get_model_entry, model_options
 from ..errors import TrainingDiverged
 from ..probe import ProbeConfig, ProbeNotice, probe, probe_model, resolve_device
-from ..train import LOG_COLUMNS, PROBE_FIELDS, PROBES_FILE, RUNTIME_FIELDS, TrainConfig, train
+from ..train import (LOG_COLUMNS, PROBE_FIELDS, PROBES_FILE, RECIPES, RUNTIME_FIELDS, TrainConfig, family_optimizer,
+                     train)
 
 PRESETS = ("smoke", "cpu", "paper")
 COMPARED = ("plain", "resnet", "pnnh")  # the families every figure compares
@@ -48,10 +49,17 @@ class Recipe:
     train_probe_images: int = 128
     train_probe_metrics: str = "survival,rank,cka"
 
-    def describe(self, data: str | None = None) -> str:
+    def describe(self, data: str | None = None, optimizer: str | None = None) -> str:
+        """The recipe in words: a CNN's (SGD at this lr), a transformer's (`optimizer` "adamw": its own recipe), or
+        both (`optimizer` None)."""
         images = f"{self.subset} images" if self.subset else "all images"
-        return (f"{data or self.data}, {images}, {self.epochs} epochs, batch {self.batch_size}, lr {self.lr} "
-                f"(warm-up {self.warmup} epochs, cosine)")
+        adamw = RECIPES["adamw"]
+        schedules = {"sgd": f"SGD lr {self.lr} (warm-up {self.warmup} epochs, cosine)",
+                     "adamw": f"AdamW lr {adamw['lr']:g} (warm-up {adamw['warmup']:g} epochs or half the run, cosine, "
+                              f"label smoothing {adamw['label_smoothing']:g})"}
+        schedule = (schedules[optimizer] if optimizer else
+                    f"{schedules['sgd']}; transformers {schedules['adamw']}")
+        return f"{data or self.data}, {images}, {self.epochs} epochs, batch {self.batch_size}, {schedule}"
 
 
 RECIPES = {
@@ -187,9 +195,12 @@ class Context:
     # -- training ---------------------------------------------------------------------------------------------------
 
     def train_config(self, variant: Variant, data: str | None = None) -> TrainConfig:
+        """The preset's recipe for `variant`: its lr and warm-up for a CNN (SGD); a transformer's own (AdamW)."""
         r = self.recipe
+        sgd = family_optimizer(variant.model) == "sgd"
         return TrainConfig(model=variant.model, data=data or r.data, epochs=r.epochs, batch_size=r.batch_size,
-                           lr=r.lr, warmup=r.warmup, subset=r.subset, test_subset=r.test_subset,
+                           lr=r.lr if sgd else None, warmup=r.warmup if sgd else None, subset=r.subset,
+                           test_subset=r.test_subset,
                            image_size=r.image_size, model_kwargs=dict(variant.options), data_dir=self.data_dir,
                            device=self.device, channels_last=r.channels_last, probe_every=r.probe_every,
                            probe_images=r.train_probe_images, probe_metrics=r.train_probe_metrics)
@@ -200,6 +211,8 @@ class Context:
         ignored = (*RUNTIME_FIELDS, "data_dir", *(PROBE_FIELDS if not config.probe_every else ()))
         decides = {k: v for k, v in dataclasses.asdict(config).items() if k not in ignored}
         decides["model_kwargs"] = model_options(config.model, config.model_kwargs)  # defaults too: they may change
+        if config.optimizer == "sgd":  # runs from before the optimizer was a setting were all SGD's: keep their names
+            del decides["optimizer"]
         if is_synthetic(config.data):
             decides["synthetic_version"] = SYNTHETIC_VERSION
         return self.cache / self.preset / "runs" / f"{config.model}-{config.data.partition(':')[0]}-{digest(decides)}"
@@ -214,7 +227,8 @@ class Context:
             if self.force:
                 shutil.rmtree(run, ignore_errors=True)
             resume = (run / "latest.pt").is_file()
-            self.say(f"{'resuming' if resume else 'training'} {variant.label}: {self.recipe.describe(config.data)}")
+            self.say(f"{'resuming' if resume else 'training'} {variant.label}: "
+                     f"{self.recipe.describe(config.data, config.optimizer)}")
             note = train_run(config, run)
             if note:
                 self.say(f"{variant.label}: {note}")

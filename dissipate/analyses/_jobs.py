@@ -101,7 +101,7 @@ def train_all(ctx: Context, runs: list[tuple[Variant, str | None]], jobs: int | 
 
 
 def _in_process(ctx: Context, run: Path, label: str, config: TrainConfig) -> Outcome:
-    ctx.say(f"training {label}: {ctx.recipe.describe(config.data)}")
+    ctx.say(f"training {label}: {ctx.recipe.describe(config.data, config.optimizer)}")
     status, message = _train_in_worker(config, run, torch.get_num_threads())
     if status != "trained":
         ctx.say(f"{label}: {status}: {message}")
