@@ -33,14 +33,22 @@ from .plots import plot_bound_check, plot_probes
 from .probe import METRICS, ProbeConfig, ProbeNotice, probe_model, read_probes, save_probe
 from .probe import probe as run_probe
 from .theory import MonteCarloConfig
-from .train import RECIPES, TrainConfig, read_resume_point
+from .train import OPTIMIZER_RECIPES, TrainConfig, read_resume_point
 from .train import train as run_training
 
 T = TypeVar("T")
 TRAIN_DEFAULTS = TrainConfig(model="")  # the defaults that `dissipate train --help` shows
 CLI_TO_CONFIG = {"model_args": "model_kwargs"}  # `dissipate train` options named otherwise in TrainConfig
+# create_model arguments (and a ViT's image size) that --model-arg cannot set
 SET_ELSEWHERE = {"name": "--model", "num_classes": "the data's classes", "in_chans": "the data's channels",
-                 "image_size": "the data (see --image-size)", "img_size": "the data (see --image-size)"}  # create_model arguments that --model-arg cannot set
+                 "image_size": "the data (see --image-size)", "img_size": "the data (see --image-size)"}
+
+
+def _recipe(name: str) -> str:
+    """A training setting's default under each optimizer: "0.1 with sgd, 0.001 with adamw"."""
+    return ", ".join(f"{recipe[name]:g} with {optimizer}" for optimizer, recipe in OPTIMIZER_RECIPES.items())
+
+
 app = typer.Typer(help="Measure how a network's input survives, layer by layer.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 
@@ -307,19 +315,14 @@ def train(
                                                                    "a torchrun job)."),
     optimizer: Optional[str] = typer.Option(None, help="sgd (nesterov) or adamw [default: the family's: adamw for "
                                                        "the transformers, sgd otherwise]."),
-    lr: Optional[float] = typer.Option(None, help=f"Peak learning rate [default: {RECIPES['sgd']['lr']:g} with sgd, "
-                                                  f"{RECIPES['adamw']['lr']:g} with adamw]."),
+    lr: Optional[float] = typer.Option(None, help=f"Peak learning rate [default: {_recipe('lr')}]."),
     momentum: float = typer.Option(TRAIN_DEFAULTS.momentum, help="SGD momentum, or AdamW's beta1."),
-    wd: Optional[float] = typer.Option(None, help=f"Weight decay [default: {RECIPES['sgd']['wd']:g} with sgd, "
-                                                  f"{RECIPES['adamw']['wd']:g} with adamw, on weight matrices only]."),
-    warmup: Optional[float] = typer.Option(None, help="Epochs of linear warm-up before the cosine decay [default: "
-                                                      f"{RECIPES['sgd']['warmup']:g} with sgd, "
-                                                      f"{RECIPES['adamw']['warmup']:g} with adamw; at most half "
-                                                      "the run]."),
+    wd: Optional[float] = typer.Option(None, help=f"Weight decay [default: {_recipe('wd')}; AdamW's on weight "
+                                                  "matrices only]."),
+    warmup: Optional[float] = typer.Option(None, help="Epochs of linear warm-up before the cosine decay, at most half "
+                                                      f"the run [default: {_recipe('warmup')}]."),
     label_smoothing: Optional[float] = typer.Option(None, help="Label smoothing of the loss [default: "
-                                                               f"{RECIPES['sgd']['label_smoothing']:g} with sgd, "
-                                                               f"{RECIPES['adamw']['label_smoothing']:g} with "
-                                                               "adamw]."),
+                                                               f"{_recipe('label_smoothing')}]."),
     augment: bool = typer.Option(TRAIN_DEFAULTS.augment, help="Random crop (padding 4) and horizontal flip."),
     subset: Optional[int] = typer.Option(None, help="Train on this many training images (a seeded random choice)."),
     test_subset: Optional[int] = typer.Option(None, help="Evaluate on this many test images [default: all]."),

@@ -159,8 +159,9 @@ def plot_bound_check(frame: pd.DataFrame, path: str | os.PathLike, title: str | 
 # -- the analyses' figures (dissipate.analyses): one colour per family across every figure --------------------------
 
 FAMILY_COLOURS = {"plain": KIND_COLOURS["plain"], "resnet": KIND_COLOURS["residual"], "pnnh": KIND_COLOURS["pnnh"],
-                  "vgg": "#9467bd"}
-FAMILY_LABELS = {"plain": "plain", "resnet": "residual (ResNet)", "pnnh": "PNNH", "vgg": "VGG (plain, BN)"}
+                  "vgg": "#9467bd", "plainvit": "#3b3b3b", "vit": "#17becf", "pnnhvit": "#d62728"}  # ViTs: kin hues
+FAMILY_LABELS = {"plain": "plain", "resnet": "residual (ResNet)", "pnnh": "PNNH", "vgg": "VGG (plain, BN)",
+                 "plainvit": "plain ViT", "vit": "ViT (residual)", "pnnhvit": "PNNH-ViT"}
 KIND_FAMILY = {"plain": "plain", "residual": "resnet", "pnnh": "pnnh"}  # a site's kind drawn in its family's colour
 DEPTH_LINESTYLES = ("-", "--", ":", "-.")  # the shallowest model of a family solid, deeper ones dashed, dotted
 

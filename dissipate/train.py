@@ -1,7 +1,7 @@
 """Training (docs/design.md, section 5): one loop for every model and dataset, on the CPU, one GPU or many (DDP).
 
 A linear warm-up then a cosine decay to 0, stepped per batch, and optional label smoothing. Each family has its
-standard recipe (RECIPES), which any setting overrides and the checkpoint records:
+standard recipe (OPTIMIZER_RECIPES), which any setting overrides and the checkpoint records:
 - CNNs: SGD with nesterov momentum 0.9, lr 0.1, weight decay 5e-4, 1 epoch of warm-up, no label smoothing (He et
   al.'s CIFAR ResNet recipe), batch 128, 200 epochs;
 - transformers (plainvitN, vitN, pnnhvitN): AdamW (beta1 = `momentum`), lr 1e-3, weight decay 0.05 on weight
@@ -65,7 +65,7 @@ PROBE_FIELDS = ("probe_every", "probe_images", "probe_metrics")
 PROBES_FILE = "probes.csv"
 LATER_FIELDS = (*PROBE_FIELDS, "optimizer")  # fields that older checkpoints lack (their optimizer was SGD)
 # each optimizer's standard recipe: what lr, wd, warmup and label_smoothing are when a config leaves them None
-RECIPES = {"sgd": {"lr": 0.1, "wd": 5e-4, "warmup": 1.0, "label_smoothing": 0.0},
+OPTIMIZER_RECIPES = {"sgd": {"lr": 0.1, "wd": 5e-4, "warmup": 1.0, "label_smoothing": 0.0},
            "adamw": {"lr": 1e-3, "wd": 0.05, "warmup": 5.0, "label_smoothing": 0.1}}
 TRANSFORMER_FAMILIES = ("plainvit", "vit", "pnnhvit")
 
@@ -88,10 +88,11 @@ class TrainConfig:
     epochs: int = 200
     batch_size: int = 128  # the global batch: split across the ranks of a distributed run
     optimizer: str | None = None  # "sgd" (nesterov) or "adamw"; None: the model family's (family_optimizer)
-    lr: float | None = None  # peak learning rate, reached after the warm-up; None (and below): the optimizer's RECIPES
+    lr: float | None = None  # peak learning rate, reached after the warm-up; None (here and below): the optimizer's
+    # recipe (OPTIMIZER_RECIPES)
     momentum: float = 0.9  # SGD's momentum, or AdamW's beta1
     wd: float | None = None
-    warmup: float | None = None  # epochs of linear warm-up from 0, as He et al. warm up ResNet-110 (at most half the run)
+    warmup: float | None = None  # epochs of linear warm-up from 0 (at most half the run)
     label_smoothing: float | None = None
     augment: bool = True  # random crop (zero padding 4) and horizontal flip
     subset: int | None = None  # train on a seeded random choice of this many training images
@@ -115,10 +116,10 @@ class TrainConfig:
         if wrong:
             raise InvalidArgumentError(f"TrainConfig has values of the wrong type: {', '.join(wrong)}")
         optimizer = self.optimizer or family_optimizer(self.model)  # resolved, so that checkpoints record it
-        if optimizer not in RECIPES:
-            raise InvalidArgumentError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(RECIPES)}")
+        if optimizer not in OPTIMIZER_RECIPES:
+            raise InvalidArgumentError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZER_RECIPES)}")
         object.__setattr__(self, "optimizer", optimizer)
-        for name, value in RECIPES[optimizer].items():
+        for name, value in OPTIMIZER_RECIPES[optimizer].items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
         checks = [("epochs", self.epochs >= 1, "at least 1"), ("batch_size", self.batch_size >= 1, "at least 1"),

@@ -24,13 +24,13 @@ from ..errors import InvalidArgumentError, RunsFailed
 from ..plots import save_figure
 from ..probe import Progress, no_progress
 from . import (accuracy_params, dissipation_curves, dissipation_training, rank_depth, tables, theory_check, throughput,
-               training_curves)
+               training_curves, transformer_curves)
 from ._common import PRESETS, RECIPES, Context, Run, Variant
 from ._jobs import parse_jobs, train_all
 
 ANALYSES: dict[str, ModuleType] = {module.NAME: module for module in (
-    dissipation_curves, theory_check, rank_depth, training_curves, dissipation_training, accuracy_params, throughput,
-    tables)}
+    dissipation_curves, theory_check, rank_depth, training_curves, dissipation_training, transformer_curves,
+    accuracy_params, throughput, tables)}
 __all__ = ["ANALYSES", "PRESETS", "RECIPES", "Context", "Report", "Run", "Variant", "describe_plan", "outputs",
            "parse_jobs", "planned_runs", "run_analyses", "select"]
 

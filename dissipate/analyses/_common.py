@@ -20,11 +20,12 @@ from ..data import SYNTHETIC_VERSION, is_synthetic, load_data
 from ..models import get_model_entry, model_options
 from ..errors import TrainingDiverged
 from ..probe import ProbeConfig, ProbeNotice, probe, probe_model, resolve_device
-from ..train import (LOG_COLUMNS, PROBE_FIELDS, PROBES_FILE, RECIPES, RUNTIME_FIELDS, TrainConfig, family_optimizer,
-                     train)
+from ..train import (LOG_COLUMNS, OPTIMIZER_RECIPES, PROBE_FIELDS, PROBES_FILE, RUNTIME_FIELDS, TrainConfig,
+                     family_optimizer, train)
 
 PRESETS = ("smoke", "cpu", "paper")
 COMPARED = ("plain", "resnet", "pnnh")  # the families every figure compares
+TRANSFORMERS = ("plainvit", "vit", "pnnhvit")  # and their transformer counterparts
 COMPARED_DEPTHS = (20, 56, 110)  # the CIFAR-family depths the figures compare (He et al.'s, minus 32 and 44)
 
 
@@ -53,7 +54,7 @@ class Recipe:
         """The recipe in words: a CNN's (SGD at this lr), a transformer's (`optimizer` "adamw": its own recipe), or
         both (`optimizer` None)."""
         images = f"{self.subset} images" if self.subset else "all images"
-        adamw = RECIPES["adamw"]
+        adamw = OPTIMIZER_RECIPES["adamw"]
         schedules = {"sgd": f"SGD lr {self.lr} (warm-up {self.warmup} epochs, cosine)",
                      "adamw": f"AdamW lr {adamw['lr']:g} (warm-up {adamw['warmup']:g} epochs or half the run, cosine, "
                               f"label smoothing {adamw['label_smoothing']:g})"}

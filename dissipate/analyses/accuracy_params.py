@@ -15,7 +15,7 @@ from matplotlib.lines import Line2D
 from ..data import load_data
 from ..models import count_flops, count_parameters, create_model
 from ..plots import FAMILY_COLOURS, FAMILY_LABELS, caption_line, finish_figure, plain_log_axis
-from ._common import COMPARED, COMPARED_DEPTHS, Context, Variant, family_models
+from ._common import COMPARED, COMPARED_DEPTHS, TRANSFORMERS, Context, Variant, family_models
 
 NAME = "accuracy_params"
 DESCRIPTION = "final test accuracy against parameters, with PNNH at coder/learner ratios below 1"
@@ -51,8 +51,9 @@ PRESETS = {
     # the efficiency claim, measured: which narrower PNNH matches ResNet at its depth (the tables' headline)
     "cpu": Settings((*family_models(COMPARED, COMPARED_DEPTHS), *_narrow_grid(20, (0.25, 0.5, 1), (0.25, 0.5, 1)),
                      *_narrow_pnnh((56,), {"learner_ratio": 0.5}, {"coder_ratio": 0.25, "learner_ratio": 0.5},
-                                   {"coder_ratio": 0.25, "learner_ratio": 0.25}))),
-    "paper": Settings((*family_models(COMPARED, COMPARED_DEPTHS),
+                                   {"coder_ratio": 0.25, "learner_ratio": 0.25}),
+                     *family_models(TRANSFORMERS, (6,)))),
+    "paper": Settings((*family_models(COMPARED, COMPARED_DEPTHS), *family_models(TRANSFORMERS, (6, 12, 24)),
                        *_narrow_pnnh(COMPARED_DEPTHS, {"coder_ratio": 0.5}, {"coder_ratio": 0.25},
                                      {"learner_ratio": 0.5}, {"coder_ratio": 0.5, "learner_ratio": 0.5})),
                       datasets=("cifar10", "cifar100")),

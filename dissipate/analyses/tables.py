@@ -11,7 +11,7 @@ import pandas as pd
 
 from .._io import atomic_write
 from . import accuracy_params, throughput
-from ._common import Context
+from ._common import COMPARED, Context
 
 NAME = "tables"
 DESCRIPTION = "accuracy, parameters, FLOPs and throughput per trained net (CSV and Markdown)"
@@ -34,6 +34,7 @@ PRESETS = {"smoke": Settings(), "cpu": Settings(), "paper": Settings()}
 
 def compute(ctx: Context) -> pd.DataFrame:
     accuracy, _ = ctx.result(accuracy_params)
+    accuracy = accuracy[accuracy["family"].isin(COMPARED)]  # the CNNs: PNNH against the ResNet of its depth
     speed, _ = ctx.result(throughput)
     speed = speed.drop_duplicates("model")[["model", "image_size", "images_per_s"]]  # its first (smallest) size
     joined = accuracy.merge(speed.rename(columns={"image_size": "throughput_px"}), on="model", how="left")

@@ -18,7 +18,7 @@ from ..plots import FAMILY_COLOURS, FAMILY_LABELS, caption_line, finish_figure
 from ..probe import resolve_device
 from ..train import TrainConfig, train
 from . import accuracy_params
-from ._common import COMPARED, COMPARED_DEPTHS, Context, Variant, family_models
+from ._common import COMPARED, COMPARED_DEPTHS, TRANSFORMERS, Context, Variant, family_models
 
 NAME = "throughput"
 DESCRIPTION = "training images per second per model and depth, out-of-memory shown as a labelled missing bar"
@@ -46,10 +46,13 @@ PRESETS = {
     "smoke": Settings((Setting(family_models(COMPARED, (20,)), image_size=16, batch_size=32, images=64),)),
     "cpu": Settings((Setting(family_models(COMPARED, COMPARED_DEPTHS), image_size=32, batch_size=64, images=256),
                      Setting(family_models(COMPARED, (18, 34)), image_size=64, batch_size=64, images=256),
-                     Setting(accuracy_params.narrow_models("cpu"), image_size=32, batch_size=64, images=256))),
+                     Setting(accuracy_params.narrow_models("cpu"), image_size=32, batch_size=64, images=256),
+                     Setting(family_models(TRANSFORMERS, (6,)), image_size=32, batch_size=64, images=256))),
     "paper": Settings((Setting(family_models(COMPARED, COMPARED_DEPTHS), image_size=32, batch_size=1024,
                                images=16384),
-                       Setting(family_models(COMPARED, (18, 34)), image_size=224, batch_size=512, images=8192))),
+                       Setting(family_models(COMPARED, (18, 34)), image_size=224, batch_size=512, images=8192),
+                       Setting(family_models(TRANSFORMERS, (6, 12, 24)), image_size=32, batch_size=512,
+                               images=8192))),
 }
 
 
@@ -136,8 +139,9 @@ def headline(frame: pd.DataFrame) -> list[str]:
     lines = []
     for (size, depth), rows in full_width(frame).groupby(["image_size", "model_depth"], sort=False):
         speed = dict(zip(rows["family"], rows["images_per_s"], strict=True))
-        ratios = ", ".join(f"{family}/resnet {speed[family] / speed['resnet']:.2f}x" for family in speed
-                           if family != "resnet" and "resnet" in speed)
+        base = "vit" if "vit" in speed else "resnet"  # the residual net of the same depth
+        ratios = ", ".join(f"{family}/{base} {speed[family] / speed[base]:.2f}x" for family in speed
+                           if family != base and base in speed)
         lines.append(f"depth {depth} at {size} px: " + ", ".join(f"{r.model} {r.images_per_s:.0f}/s"
                                                                   for r in rows.itertuples()) + f" ({ratios})")
     return lines

@@ -14,7 +14,7 @@ from matplotlib.ticker import MaxNLocator
 
 from ..plots import FAMILY_COLOURS, caption_line, finish_figure
 from ..train import LOG_COLUMNS
-from ._common import COMPARED, COMPARED_DEPTHS, Context, Variant, family_models
+from ._common import COMPARED, COMPARED_DEPTHS, TRANSFORMERS, Context, Variant, family_models
 
 NAME = "training_curves"
 DESCRIPTION = "train loss and test accuracy per epoch, plain vs residual vs PNNH at each depth"
@@ -28,8 +28,9 @@ class Settings:
 
 PRESETS = {
     "smoke": Settings(family_models(COMPARED, (20, 32))),
-    "cpu": Settings(family_models(COMPARED, COMPARED_DEPTHS)),
-    "paper": Settings(family_models(COMPARED, COMPARED_DEPTHS)),
+    # the ViTs at the depth the cpu preset trains in about ten minutes on two cores
+    "cpu": Settings((*family_models(COMPARED, COMPARED_DEPTHS), *family_models(TRANSFORMERS, (6,)))),
+    "paper": Settings((*family_models(COMPARED, COMPARED_DEPTHS), *family_models(TRANSFORMERS, (6, 12, 24)))),
 }
 
 
@@ -63,7 +64,8 @@ def draw(frame: pd.DataFrame) -> Figure:
             for epoch in rows.loc[rows["status"] == "diverged", "epoch"]:  # marked at the top of the panel
                 loss.plot([epoch], [0.96], transform=loss.get_xaxis_transform(), marker="X", markersize=9,
                           linestyle="", color=FAMILY_COLOURS[family], gid=family, label=f"{model} diverged")
-        loss.set_title(f"depth {depth}", fontsize=10)
+        vit = frame.loc[frame["model_depth"] == depth, "family"].isin(TRANSFORMERS).all()
+        loss.set_title(f"depth {depth}" + (" (ViT blocks)" if vit else ""), fontsize=10)
         loss.set_ylabel("train loss (cross-entropy, nats)" if column == 0 else "")
         accuracy.set_ylabel("test accuracy (%)" if column == 0 else "")
         for axis in (loss, accuracy):

@@ -191,7 +191,8 @@ def _check_size(img_size: int, patch_size: int | None) -> int:
 
 
 def build_vit(depth: int, *, residual: bool, num_classes: int = 10, in_chans: int = 3,
-              img_size: int = DEFAULT_IMAGE_SIZE, patch_size: int | None = None, act: str = "gelu") -> VisionTransformer:
+              img_size: int = DEFAULT_IMAGE_SIZE, patch_size: int | None = None,
+              act: str = "gelu") -> VisionTransformer:
     """A residual ViT (vitN) or its plain twin (plainvitN, both residual adds removed) of `depth` blocks, for
     `img_size` px images; `patch_size` defaults to the divisor of img_size nearest img_size / 8."""
     return VisionTransformer(depth, "residual" if residual else "plain", num_classes=num_classes, in_chans=in_chans,

@@ -11,7 +11,7 @@ from matplotlib.colors import to_hex
 
 from dissipate.analyses import ANALYSES, Context, Variant, describe_plan, outputs, parse_jobs, run_analyses, select
 from dissipate.analyses._jobs import MAX_PER_GPU, runs_per_gpu, train_all
-from dissipate.analyses import accuracy_params, training_curves
+from dissipate.analyses import accuracy_params, training_curves, transformer_curves
 from dissipate.errors import InvalidArgumentError
 from dissipate.plots import FAMILY_COLOURS
 from tests.helpers import run_cli
@@ -61,7 +61,8 @@ def test_every_figure_has_titles_labels_with_units_a_legend_a_caption_and_family
                 families.add(family)
                 assert FAMILY_COLOURS[family] in _colours(artist), (analysis.NAME, family, _colours(artist))
                 assert not ({c for f, c in FAMILY_COLOURS.items() if f != family} & _colours(artist))
-    assert {"plain", "resnet", "pnnh"} <= families
+    compared = ("plainvit", "vit", "pnnhvit") if analysis is transformer_curves else ("plain", "resnet", "pnnh")
+    assert set(compared) <= families
 
 
 # the words a sentence about the results needs (the old training-curves title was "deep plain nets fall behind,
@@ -113,7 +114,7 @@ def test_the_paper_plan_lists_runs_epochs_probes_and_outputs(capsys, tmp_path):
     assert "200 epochs" in stdout and "cifar10: " in stdout and "cifar100: " in stdout
     for variant in training_curves.PRESETS["paper"].models:
         assert variant.label in stdout
-    assert "pnnh110 k/C=0.25" in stdout and "vgg16" in stdout
+    assert "pnnh110 k/C=0.25" in stdout and "vgg16" in stdout and "pnnhvit24" in stdout and "AdamW lr 0.001" in stdout
     for module in ANALYSES.values():
         assert all(path.name in stdout for path in outputs(module, tmp_path))
     assert "throughput: plain18, resnet18, pnnh18, plain34, resnet34, pnnh34 at 224 px" in stdout
