@@ -56,6 +56,25 @@ def stable_rank(sigma: torch.Tensor) -> float:
     return (sigma.square().sum() / top.square()).item() if top > 0 else float("nan")
 
 
+TRIANGLE_BLOCKS = 4  # row blocks of the upper triangle: 10 of 16 blocks computed, 1.4x faster than the square at
+# C = 768 on the CPU (a ViT's MLP activation), where a finer split gains nothing more
+
+
+def upper_gram(x: torch.Tensor) -> torch.Tensor:
+    """The upper triangle of sum_b X_b X_b^T (C, C) over x (B, C, N), float32; below the diagonal is not defined.
+
+    Batched GEMMs straight on the (B, C, N) layout (no transposed copy of the features), a block of rows at a time,
+    each against the columns from its diagonal on; chunks of samples keep the (chunk, C, C) products under 64 MiB."""
+    channels = x.shape[1]
+    rows = channels if channels < 256 else -(-channels // TRIANGLE_BLOCKS)
+    gram = x.new_zeros(channels, channels)
+    for part in x.split(max(1, 2 ** 24 // channels ** 2)):
+        for start in range(0, channels, rows):
+            block = torch.bmm(part[:, start:start + rows], part[:, start:].transpose(1, 2)).sum(0)
+            gram[start:start + rows, start:] += block
+    return gram
+
+
 class ChannelCovariance:
     """Streaming channel covariance: per-channel sums and X^T X of the features shifted by the first batch's channel
     means, float32 products added up in float64. The shift keeps the result exact where channels carry means far
@@ -72,22 +91,17 @@ class ChannelCovariance:
 
     def update(self, features: torch.Tensor) -> None:
         x = channels_by_position(features.detach().float())  # (B, C, N)
-        channels = x.shape[1]
         if self.shift is None:
             self.shift = x.mean((0, 2), dtype=torch.float64).float()
         x = x - self.shift[:, None]
-        gram = 0.0
-        # per-sample X X^T with batched GEMMs straight on the (B, C, N) layout: no transposed copy of the features;
-        # chunks keep the (chunk, C, C) products under 64 MiB
-        for part in x.split(max(1, 2 ** 24 // channels ** 2)):
-            gram = gram + torch.bmm(part, part.transpose(1, 2)).sum(0)
-        self.gram = self.gram + gram.double()
+        self.gram = self.gram + upper_gram(x).double()
         self.sum = self.sum + x.sum(-1).sum(0).double()
         self.count += x.shape[0] * x.shape[2]
 
     def covariance(self) -> torch.Tensor:
         mean = self.sum / self.count  # of the shifted features: the covariance does not depend on the shift
-        return (self.gram - self.count * torch.outer(mean, mean)) / max(self.count - 1, 1)
+        gram = self.gram.triu() + self.gram.triu(1).T  # the upper triangle, mirrored
+        return (gram - self.count * torch.outer(mean, mean)) / max(self.count - 1, 1)
 
     def result(self) -> dict[str, float]:
         if self.count < 2:
