@@ -538,7 +538,9 @@ def _run(config: TrainConfig, out: Path, saved: dict | None, device: torch.devic
     net = compiled  # what trains: under torchrun, wrapped to average the gradients over the ranks
     if ranks.enabled:
         device_ids = [device.index] if device.type == "cuda" else None
-        net = nn.parallel.DistributedDataParallel(compiled, device_ids=device_ids)
+        # a PNNH coder with E^T E = I for good is not used by the fused path, and gets no gradient: DDP must be told
+        unused = any(getattr(m, "identity_coder", False) for m in model.modules())
+        net = nn.parallel.DistributedDataParallel(compiled, device_ids=device_ids, find_unused_parameters=unused)
 
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     mean = torch.tensor(data.mean, device=device)[:, None, None]

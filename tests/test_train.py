@@ -319,6 +319,19 @@ def test_ddp_with_gloo_on_two_processes(tmp_path, monkeypatch):
     assert moved > 0.05 and apart < 1e-2 * moved, (apart.item(), moved.item())
 
 
+@pytest.mark.parametrize("model", ["pnnh20", "pnnhvit6"])
+def test_ddp_trains_pnnh_at_its_defaults_whose_identity_coder_gets_no_gradient(tmp_path, model):
+    """With E^T E = I the fused path adds x itself and never uses E: DDP is told to expect a parameter without a
+    gradient (it refused the step otherwise), and the ranks stay identical."""
+    config = TrainConfig(**{**TINY, "model": model, "subset": 32, "batch_size": 16, "image_size": 8}, epochs=1)
+    report = tmp_path / "report"
+    report.mkdir()
+    mp.spawn(ddp_worker, args=(2, free_port(), config, str(tmp_path / "ddp"), str(report)), nprocs=2)
+    ranks = [torch.load(report / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
+    assert len(json.loads((report / "rank0.json").read_text())["history"]) == 1
+
+
 KILLED_DURING_SAVE = """
 import sys, time
 import torch
