@@ -22,7 +22,7 @@ import typer
 from . import __version__
 from . import bound_check as checks
 from . import report
-from .analyses import ANALYSES, describe_plan, parse_jobs, run_analyses
+from .analyses import ANALYSES, describe_plan, parse_jobs, parse_options, run_analyses
 from ._io import os_error_reason, writable_directory
 from .checkpoint import read_checkpoint
 from .data import DATASETS, load_data
@@ -406,6 +406,12 @@ def figures(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (runs, epochs, probes, outputs) and exit."),
     jobs: str = typer.Option("1", help="Training runs at once: a number, or auto (on CUDA, as many per GPU as the "
                                        "first run's peak memory allows, over every visible GPU; one on a CPU)."),
+    launcher: str = typer.Option("processes", help="processes (here, --jobs at once), slurm (one Slurm job per run, "
+                                                   "through submitit; the cache must be on a shared disk) or local "
+                                                   "(submitit's local executor, to try the Slurm path)."),
+    slurm: List[str] = typer.Option([], "--slurm", help="A submitit parameter for --launcher slurm, KEY=VALUE, "
+                                                        "repeatable (slurm_partition=gpu, timeout_min=120, "
+                                                        "gpus_per_node=1)."),
     device: str = DEVICE,
     data_dir: Optional[Path] = DATA_DIR,
 ) -> None:
@@ -416,7 +422,8 @@ def figures(
         return
     reports = run_analyses(only, preset, out, force=force, formats=formats, device=device,
                            data_dir=str(data_dir) if data_dir else None, progress=progress,
-                           say=lambda message: typer.echo(message, err=True), jobs=parse_jobs(jobs))
+                           say=lambda message: typer.echo(message, err=True), jobs=parse_jobs(jobs),
+                           launcher=launcher, launcher_options=parse_options(slurm))
     typer.echo(f"preset {preset}: {len(reports)} analyses, written to {out}/")
     for report in reports:
         source = "from the cache" if report.cached else f"computed in {report.seconds:.0f} s"

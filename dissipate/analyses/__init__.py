@@ -26,13 +26,13 @@ from ..probe import Progress, no_progress
 from . import (accuracy_params, dissipation_curves, dissipation_training, rank_depth, tables, theory_check, throughput,
                training_curves, transformer_curves)
 from ._common import PRESETS, RECIPES, Context, Run, Variant
-from ._jobs import parse_jobs, train_all
+from ._jobs import LAUNCHERS, parse_jobs, parse_options, submit_all, train_all
 
 ANALYSES: dict[str, ModuleType] = {module.NAME: module for module in (
     dissipation_curves, theory_check, rank_depth, training_curves, dissipation_training, transformer_curves,
     accuracy_params, throughput, tables)}
-__all__ = ["ANALYSES", "PRESETS", "RECIPES", "Context", "Report", "Run", "Variant", "describe_plan", "outputs",
-           "parse_jobs", "planned_runs", "run_analyses", "select"]
+__all__ = ["ANALYSES", "LAUNCHERS", "PRESETS", "RECIPES", "Context", "Report", "Run", "Variant", "describe_plan",
+           "outputs", "parse_jobs", "parse_options", "planned_runs", "run_analyses", "select"]
 
 
 def _refuse(kind: str, name: str, choices) -> None:
@@ -80,17 +80,25 @@ def _stderr(message: str) -> None:
 def run_analyses(names: Iterable[str] | None = None, preset: str = "cpu", out: str | os.PathLike = "figures-out",
                  force: bool = False, formats: tuple[str, ...] = ("png",), device: str = "auto",
                  data_dir: str | None = None, progress: Progress | None = None,
-                 say: Callable[[str], None] = _stderr, jobs: int | None = 1) -> list[Report]:
+                 say: Callable[[str], None] = _stderr, jobs: int | None = 1, launcher: str = "processes",
+                 launcher_options: dict | None = None) -> list[Report]:
     """Compute (or read from the cache in `out`) and render each analysis named; one Report each. With `jobs` other
     than 1 (None: auto), the training runs of the plan are trained first, that many at once (`_jobs.train_all`);
-    runs that fail are reported together (RunsFailed) after the others have finished."""
+    with `launcher` "slurm" (or "local", submitit's local executor), first as one submitit job each
+    (`_jobs.submit_all`, with `launcher_options`). Runs that fail are reported together (RunsFailed) after the
+    others have finished."""
     _check_preset(preset)
+    if launcher not in LAUNCHERS:
+        _refuse("launcher", launcher, LAUNCHERS)
     modules = select(names)
     ctx = Context(preset, Path(out), force=force, device=device, data_dir=data_dir, say=say)
-    if jobs != 1:
+    if jobs != 1 or launcher != "processes":
         if force:
-            raise InvalidArgumentError("--force retrains as the analyses go; use it without --jobs")
-        failed = [o for o in train_all(ctx, planned_runs(modules, preset), jobs) if o.status == "failed"]
+            raise InvalidArgumentError("--force retrains as the analyses go; use it without --jobs or --launcher")
+        runs = planned_runs(modules, preset)
+        outcomes = (train_all(ctx, runs, jobs) if launcher == "processes"
+                    else submit_all(ctx, runs, launcher, launcher_options))
+        failed = [o for o in outcomes if o.status == "failed"]
         if failed:
             raise RunsFailed(f"{len(failed)} training run(s) failed: "
                              + "; ".join(f"{o.label} ({o.message})" for o in failed)

@@ -1,9 +1,11 @@
 """A preset's training runs, several at once (`dissipate figures --jobs`): several per GPU, spread over the visible
-GPUs, or a few CPU processes.
+GPUs, or a few CPU processes; or one cluster job each (`--launcher slurm`, through submitit).
 
 `train_all` trains the runs that are not finished in spawned worker processes (CUDA cannot be forked), each into its
 directory of the cache, which `train` locks while it writes. One run failing does not stop the others. The analyses
-then find every run in the cache, as if they had trained them one after another.
+then find every run in the cache, as if they had trained them one after another. `submit_all` does the same with
+one submitit job per run, on Slurm (or, for trying it out and for the tests, submitit's local executor), all
+writing into the one cache directory, which the cluster's nodes must share.
 """
 
 from __future__ import annotations
@@ -51,8 +53,10 @@ def runs_per_gpu(peak_mb: float, free_mb: float) -> int:
 
 
 def _train_in_worker(config: TrainConfig, run: Path, threads: int) -> tuple[str, str]:
-    """One run in a worker process: ("trained" | "diverged" | "failed", what to say)."""
-    torch.set_num_threads(threads)
+    """One run in a worker process (with `threads` CPU threads; 0: torch's own count): ("trained" | "diverged" |
+    "failed", what to say)."""
+    if threads:
+        torch.set_num_threads(threads)
     try:
         note = train_run(config, run)
     except Exception as error:  # noqa: BLE001  (whatever stops this run is reported; the others go on)
@@ -63,10 +67,7 @@ def _train_in_worker(config: TrainConfig, run: Path, threads: int) -> tuple[str,
 def train_all(ctx: Context, runs: list[tuple[Variant, str | None]], jobs: int | None) -> list[Outcome]:
     """Train `runs` (variant, dataset or None for the preset's) with up to `jobs` at once (None: auto, one per CPU
     machine, and on CUDA as many per GPU as the first run's peak memory allows); one Outcome per distinct run."""
-    planned: dict[Path, tuple[str, TrainConfig]] = {}
-    for variant, data in runs:
-        config = ctx.train_config(variant, data)
-        planned.setdefault(ctx.run_dir(config), (variant.label, config))
+    planned = _planned(ctx, runs)
     outcomes = [Outcome(label, "cached") for run, (label, config) in planned.items() if finished(run, config)]
     pending = [(run, label, config) for run, (label, config) in planned.items() if not finished(run, config)]
     device = resolve_device(ctx.device)
@@ -98,6 +99,60 @@ def train_all(ctx: Context, runs: list[tuple[Variant, str | None]], jobs: int | 
             outcomes.append(Outcome(label, status, message))
             ctx.say(f"{label}: {status}" + (f": {message}" if message else ""))
     return outcomes
+
+
+LAUNCHERS = ("processes", "slurm", "local")  # worker processes here; submitit on Slurm; submitit's local executor
+
+
+def submit_all(ctx: Context, runs: list[tuple[Variant, str | None]], cluster: str = "slurm",
+               options: dict | None = None) -> list[Outcome]:
+    """Train `runs` as one submitit job each on `cluster` ("slurm", or "local": submitit's local executor), with
+    the executor's `options` (submitit's `update_parameters`: timeout_min, slurm_partition, gpus_per_node, ...), and
+    wait for them all; one Outcome per distinct run. Job files and logs go to cache/PRESET/submitit/. submitit passes
+    each job's function and result between processes as pickles in that folder: files this command writes and reads
+    itself, never a downloaded one."""
+    try:
+        import submitit
+    except ImportError:
+        raise InvalidArgumentError("--launcher slurm needs submitit: pip install 'dissipate[slurm]'") from None
+    planned = _planned(ctx, runs)
+    outcomes = [Outcome(label, "cached") for run, (label, config) in planned.items() if finished(run, config)]
+    pending = [(run, label, config) for run, (label, config) in planned.items() if not finished(run, config)]
+    if not pending:
+        return outcomes
+    executor = submitit.AutoExecutor(folder=ctx.cache / ctx.preset / "submitit", cluster=cluster)
+    executor.update_parameters(name="dissipate", **(options or {}))
+    with executor.batch():  # one job array
+        jobs = [(label, executor.submit(_train_in_worker, config, run, 0)) for run, label, config in pending]
+    ctx.say(f"submitted {len(jobs)} runs to {cluster}; waiting for them (logs in {executor.folder})")
+    for label, job in jobs:
+        try:
+            status, message = job.result()
+        except Exception as error:  # noqa: BLE001  (a job that the cluster or its node stopped)
+            status, message = "failed", (str(error).strip().splitlines() or [type(error).__name__])[-1][:300]
+        outcomes.append(Outcome(label, status, message))
+        ctx.say(f"{label}: {status}" + (f": {message}" if message else ""))
+    return outcomes
+
+
+def parse_options(items: list[str]) -> dict:
+    """`--slurm KEY=VALUE` items as submitit parameters, numbers as numbers."""
+    options: dict = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidArgumentError(f"--slurm expects KEY=VALUE (e.g. slurm_partition=gpu), got {item!r}")
+        options[key.strip()] = int(text) if text.isdigit() else text
+    return options
+
+
+def _planned(ctx: Context, runs: list[tuple[Variant, str | None]]) -> dict[Path, tuple[str, TrainConfig]]:
+    """{run directory: (label, config)} for each distinct run."""
+    planned: dict[Path, tuple[str, TrainConfig]] = {}
+    for variant, data in runs:
+        config = ctx.train_config(variant, data)
+        planned.setdefault(ctx.run_dir(config), (variant.label, config))
+    return planned
 
 
 def _in_process(ctx: Context, run: Path, label: str, config: TrainConfig) -> Outcome:

@@ -10,7 +10,7 @@ import torch
 from matplotlib.colors import to_hex
 
 from dissipate.analyses import ANALYSES, Context, Variant, describe_plan, outputs, parse_jobs, run_analyses, select
-from dissipate.analyses._jobs import MAX_PER_GPU, runs_per_gpu, train_all
+from dissipate.analyses._jobs import MAX_PER_GPU, parse_options, runs_per_gpu, submit_all, train_all
 from dissipate.analyses import accuracy_params, training_curves, transformer_curves
 from dissipate.errors import InvalidArgumentError
 from dissipate.plots import FAMILY_COLOURS
@@ -166,6 +166,28 @@ def test_jobs_train_runs_at_once_as_they_train_alone_and_report_a_failing_one(tm
     columns = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc"]
     pd.testing.assert_frame_equal(together[columns], alone[columns])
     assert {o.status for o in train_all(ctx, runs[:2], 2)} == {"cached"}
+
+
+def test_the_slurm_launcher_runs_a_tiny_presets_runs_through_submitits_local_executor(tmp_path, capsys):
+    """`--launcher local` is the `--launcher slurm` path (one submitit job per run, all into the shared cache) on
+    submitit's local executor: the runs train in their own processes, a failing one is named, the rest are cached
+    for the analyses, and a second submission trains nothing."""
+    said = []
+    ctx = Context("smoke", tmp_path / "figures", say=said.append)
+    runs = [(Variant("resnet20"), None), (Variant("pnnh20"), None), (Variant("pnnh20", {"coder_ratio": 5}), None)]
+    outcomes = {o.label: o for o in submit_all(ctx, runs, "local", {"timeout_min": 10})}
+    assert {label: o.status for label, o in outcomes.items()} == {
+        "resnet20": "trained", "pnnh20": "trained", "pnnh20 k/C=5": "failed"}
+    assert "coder_ratio must be a number in (0, 1], got 5" in outcomes["pnnh20 k/C=5"].message
+    assert any(line.startswith("submitted 3 runs to local") for line in said)
+    assert (ctx.cache / "smoke" / "submitit").is_dir()
+    log = ctx.trained(Variant("resnet20")).log  # read from the cache, as the analyses read it
+    assert list(log["epoch"]) == [1, 2]
+    assert {o.status for o in submit_all(ctx, runs[:2], "local")} == {"cached"}
+    code, _, err = run_cli(capsys, "figures", "--preset", "smoke", "--launcher", "slurm", "--slurm", "partition",
+                           "--out", str(tmp_path / "f"))
+    assert code == 2 and "--slurm expects KEY=VALUE" in err
+    assert parse_options(["slurm_partition=gpu", "timeout_min=120"]) == {"slurm_partition": "gpu", "timeout_min": 120}
 
 
 def test_jobs_is_a_count_or_auto_and_auto_fills_a_gpu_by_the_first_runs_peak():
