@@ -25,7 +25,9 @@ from ..plots import save_figure
 from ..probe import Progress, no_progress
 from . import (accuracy_params, dissipation_curves, dissipation_training, rank_depth, tables, theory_check, throughput,
                training_curves, transformer_curves)
-from ._common import PRESETS, RECIPES, Context, Run, Variant
+from ._common import CONCURRENT_GAIN, PRESETS, RECIPES, REFERENCE_RUN, Context, Run, Variant, gpu_seconds
+
+GPU_PRESETS = ("gpu", "paper")  # the presets for a GPU, whose plans estimate its time
 from ._jobs import LAUNCHERS, parse_jobs, parse_options, submit_all, train_all
 
 ANALYSES: dict[str, ModuleType] = {module.NAME: module for module in (
@@ -149,6 +151,12 @@ def describe_plan(names: Iterable[str] | None = None, preset: str = "paper", out
     lines = [f"preset {preset}: {len(modules)} analyses"]
     lines.append(f"training runs ({len(runs)}, {len(runs) * recipe.epochs} epochs in all), each "
                  f"{recipe.describe('on its dataset')}:")
+    if preset in GPU_PRESETS and runs:
+        alone = gpu_seconds([(variant, data) for (_, data), variant in runs.items()], recipe)
+        lines.append(f"estimated GPU time for the training: {alone / 60:.0f} min one run at a time, "
+                     f"{alone / 60 / CONCURRENT_GAIN:.0f} min with --jobs auto on one H200-class GPU (resnet20's "
+                     f"measured {REFERENCE_RUN[3]:,.0f} images/s, scaled by each net's FLOPs, and "
+                     f"{CONCURRENT_GAIN}x for runs at once; probes and figures not counted)")
     datasets = dict.fromkeys(data for _, data in runs)
     lines += [f"  {data}: " + ", ".join(label for label, d in runs if d == data) for data in datasets]
     lines.append(f"probes ({sum(map(len, probes.values()))}, {recipe.probe_images} images each, metrics "

@@ -4,6 +4,7 @@ computes each result once, caching it under the output folder so that a second `
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import shutil
@@ -13,17 +14,18 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
+import torch
 
 from .._io import atomic_write, writable_directory
 from ..checkpoint import read_checkpoint
 from ..data import SYNTHETIC_VERSION, is_synthetic, load_data
-from ..models import get_model_entry, model_options
+from ..models import count_flops, create_model, get_model_entry, model_options
 from ..errors import TrainingDiverged
 from ..probe import ProbeConfig, ProbeNotice, probe, probe_model, resolve_device
 from ..train import (LOG_COLUMNS, OPTIMIZER_RECIPES, PROBE_FIELDS, PROBES_FILE, RUNTIME_FIELDS, TrainConfig,
                      family_optimizer, train)
 
-PRESETS = ("smoke", "cpu", "paper")
+PRESETS = ("smoke", "cpu", "gpu", "paper")
 COMPARED = ("plain", "resnet", "pnnh")  # the families every figure compares
 TRANSFORMERS = ("plainvit", "vit", "pnnhvit")  # and their transformer counterparts
 COMPARED_DEPTHS = (20, 56, 110)  # the CIFAR-family depths the figures compare (He et al.'s, minus 32 and 44)
@@ -71,12 +73,49 @@ RECIPES = {
     # recipe's lr 0.1. The first PNNH diverged here at 0.05, which had lowered this preset to 0.02 (docs/design.md)
     "cpu": Recipe(data="fashion-mnist", epochs=5, batch_size=64, lr=0.1, warmup=1.0, subset=2048, test_subset=1000,
                   probe_every=1),
+    # the cpu preset's nets on all of Fashion-MNIST, to convergence on one GPU (resnet20 reached 93.1% in 10 epochs at
+    # batch 512, lr 0.2 on an H200); about ten minutes on one H100 with --jobs auto (estimated: --dry-run)
+    "gpu": Recipe(data="fashion-mnist", epochs=10, batch_size=512, lr=0.2, warmup=1.0, subset=None, test_subset=None,
+                  channels_last=True, probe_images=1024, probe_every=1, train_probe_images=512),
     # He et al.'s CIFAR recipe, for a GPU
     "paper": Recipe(data="cifar10", epochs=200, batch_size=128, lr=0.1, warmup=1.0, subset=None, test_subset=None,
                     channels_last=True, probe_images=1024, probe_metrics=("survival", "moments", "rank", "cka",
                                                                            "recon", "dists", "theory"),
                     probe_every=10, train_probe_images=512),
 }
+
+
+# What the GPU presets' plans estimate their time from (--dry-run). Measured on an NVIDIA H200 (2026-11): resnet20
+# trained on Fashion-MNIST at batch 512 at about 50,000 images/s as one run, and four small runs at once gave 2.85x
+# one run's images/s. Other nets are scaled by their forward FLOPs: a rough guide, since small nets are bound by
+# kernel launches and large ones use the GPU better.
+REFERENCE_RUN = ("resnet20", 28, 1, 50_000.0)  # model, px, channels, training images/s of one run
+CONCURRENT_GAIN = 2.85  # aggregate images/s of several runs at once (--jobs auto) over one run's
+DATA_SHAPES = {"fashion-mnist": (60_000, 10_000, 28, 1), "cifar10": (50_000, 10_000, 32, 3),
+               "cifar100": (50_000, 10_000, 32, 3)}  # training images, test images, px, channels
+
+
+@functools.lru_cache(maxsize=None)
+def _flops(model: str, image_size: int, in_chans: int, options: tuple = ()) -> int:
+    with torch.device("meta"):
+        net = create_model(model, in_chans=in_chans, image_size=image_size, **dict(options))
+    return count_flops(net, image_size, in_chans)
+
+
+def gpu_seconds(runs: list[tuple["Variant", str]], recipe: Recipe) -> float:
+    """Estimated GPU seconds to train `runs` (variant, dataset) one after another by `recipe`: each epoch's training
+    images at REFERENCE_RUN's rate scaled by the net's FLOPs, plus its test images at three times that (a forward
+    pass only). Probes and figures are not counted."""
+    model, size, chans, rate = REFERENCE_RUN
+    reference = _flops(model, size, chans)
+    total = 0.0
+    for variant, data in runs:
+        train_images, test_images, px, channels = DATA_SHAPES[data]
+        px = recipe.image_size or px
+        per_image = _flops(variant.model, px, channels, tuple(sorted(variant.options.items()))) / reference / rate
+        images = (recipe.subset or train_images) + (recipe.test_subset or test_images) / 3
+        total += recipe.epochs * images * per_image
+    return total
 
 
 @dataclass(frozen=True)

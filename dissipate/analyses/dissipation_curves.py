@@ -42,6 +42,7 @@ PRESETS = {
                             *family_models(COMPARED, (18, 34))),
                       trained=(*family_models(COMPARED, COMPARED_DEPTHS), *variants("vgg16"))),
 }
+PRESETS["gpu"] = PRESETS["cpu"]  # the cpu preset's nets, trained on all of Fashion-MNIST
 
 
 def probes(preset: str) -> list[tuple[Variant, str]]:

@@ -29,7 +29,7 @@ class Settings:
     """The table takes its rows from accuracy_params and its speeds from throughput, at the same preset."""
 
 
-PRESETS = {"smoke": Settings(), "cpu": Settings(), "paper": Settings()}
+PRESETS = {"smoke": Settings(), "cpu": Settings(), "gpu": Settings(), "paper": Settings()}
 
 
 def compute(ctx: Context) -> pd.DataFrame:

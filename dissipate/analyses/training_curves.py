@@ -30,6 +30,7 @@ PRESETS = {
     "smoke": Settings(family_models(COMPARED, (20, 32))),
     # the ViTs at the depth the cpu preset trains in about ten minutes on two cores
     "cpu": Settings((*family_models(COMPARED, COMPARED_DEPTHS), *family_models(TRANSFORMERS, (6,)))),
+    "gpu": Settings((*family_models(COMPARED, COMPARED_DEPTHS), *family_models(TRANSFORMERS, (6, 12, 24)))),
     "paper": Settings((*family_models(COMPARED, COMPARED_DEPTHS), *family_models(TRANSFORMERS, (6, 12, 24)))),
 }
 

@@ -36,6 +36,7 @@ PRESETS = {
     "smoke": Settings(family_models(TRANSFORMERS, (6,)), ()),
     # the deepest the cpu preset trains in about ten minutes on two cores (depth 12 would double it)
     "cpu": Settings(family_models(TRANSFORMERS, (6, 12, 24)), family_models(TRANSFORMERS, (6,))),
+    "gpu": Settings(family_models(TRANSFORMERS, (6, 12, 24)), family_models(TRANSFORMERS, (6, 12, 24))),
     "paper": Settings(family_models(TRANSFORMERS, (6, 12, 24)), family_models(TRANSFORMERS, (6, 12, 24))),
 }
 

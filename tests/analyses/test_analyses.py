@@ -9,7 +9,9 @@ import pytest
 import torch
 from matplotlib.colors import to_hex
 
-from dissipate.analyses import ANALYSES, Context, Variant, describe_plan, outputs, parse_jobs, run_analyses, select
+from dissipate.analyses import (ANALYSES, RECIPES, Context, Variant, describe_plan, outputs, parse_jobs,
+                                 run_analyses, select)
+from dissipate.analyses._common import REFERENCE_RUN, gpu_seconds
 from dissipate.analyses._jobs import MAX_PER_GPU, parse_options, runs_per_gpu, submit_all, train_all
 from dissipate.analyses import accuracy_params, training_curves, transformer_curves
 from dissipate.errors import InvalidArgumentError
@@ -119,6 +121,18 @@ def test_the_paper_plan_lists_runs_epochs_probes_and_outputs(capsys, tmp_path):
         assert all(path.name in stdout for path in outputs(module, tmp_path))
     assert "throughput: plain18, resnet18, pnnh18, plain34, resnet34, pnnh34 at 224 px" in stdout
     assert describe_plan(preset="paper") == describe_plan(preset="paper")  # a plan computes nothing
+
+
+def test_the_gpu_plan_estimates_its_time_from_the_measured_throughput(capsys, tmp_path):
+    recipe = RECIPES["gpu"]
+    alone = gpu_seconds([(Variant("resnet20"), "fashion-mnist")], recipe)
+    assert alone == pytest.approx(recipe.epochs * (60_000 + 10_000 / 3) / REFERENCE_RUN[3])  # the reference itself
+    deeper = gpu_seconds([(Variant("resnet56"), "fashion-mnist")], recipe)
+    assert 2.5 < deeper / alone < 3.5  # by FLOPs: 56 layers cost about 2.9x 20
+    code, stdout, _ = run_cli(capsys, "figures", "--preset", "gpu", "--dry-run", "--out", str(tmp_path / "f"))
+    assert code == 0 and "all images, 10 epochs, batch 512" in stdout and "pnnhvit24" in stdout
+    minutes = re.search(r"(\d+) min one run at a time, (\d+) min with --jobs auto", stdout)
+    assert minutes and 1 <= int(minutes[2]) < int(minutes[1])
 
 
 def test_unknown_names_are_one_sentence_with_a_suggestion(capsys):
