@@ -395,7 +395,8 @@ def plot(
 
 @app.command()
 def figures(
-    preset: str = typer.Option("cpu", help="smoke (seconds), cpu (about 45 minutes on 2 cores) or paper (a GPU)."),
+    preset: str = typer.Option("cpu", help="smoke (seconds), cpu (about 55 minutes on 2 cores), gpu (about ten "
+                                           "minutes on one GPU with --jobs auto) or paper (a GPU, hours)."),
     only: List[str] = typer.Option([], "--only", help="Analyses to run, comma-separated or repeated [default: all]: "
                                                       + ", ".join(ANALYSES) + "."),
     out: Path = typer.Option(Path("figures-out"), help="Folder for the figures and CSVs; the cache of runs and "

@@ -69,7 +69,7 @@ RECIPES = {
     # seconds: two CIFAR depths on tiny synthetic images
     "smoke": Recipe(data="synthetic", epochs=2, batch_size=32, lr=0.05, warmup=0.5, subset=256, test_subset=128,
                     image_size=16, probe_images=64, probe_every=1, train_probe_images=32),
-    # about 45 minutes on two CPU cores: 5 short epochs of Fashion-MNIST (160 SGD steps of 64 images) at the CIFAR
+    # about 55 minutes on two CPU cores (the ViTs of depth 6 by their own recipe): 5 short epochs of Fashion-MNIST (160 SGD steps of 64 images) at the CIFAR
     # recipe's lr 0.1. The first PNNH diverged here at 0.05, which had lowered this preset to 0.02 (docs/design.md)
     "cpu": Recipe(data="fashion-mnist", epochs=5, batch_size=64, lr=0.1, warmup=1.0, subset=2048, test_subset=1000,
                   probe_every=1),
@@ -335,12 +335,15 @@ class Context:
 
     def result(self, analysis) -> tuple[pd.DataFrame, bool]:
         """(analysis's result frame, whether it came from the cache): NAME.csv when it was computed with these
-        settings and columns, else computed now (from the cached runs and probes) and written."""
+        settings and columns, and from the same results of the analyses it reads (its INPUTS), else computed now
+        (from the cached runs and probes) and written."""
         path, stamp = self.out / f"{analysis.NAME}.csv", self.cache / f"{analysis.NAME}.json"
-        settings = json.dumps({"preset": self.preset, "recipe": dataclasses.asdict(self.recipe),
-                               "settings": dataclasses.asdict(analysis.PRESETS[self.preset]),
-                               "columns": analysis.COLUMNS},  # a table of an older layout is recomputed
-                              sort_keys=True, default=str)
+        stamped = {"preset": self.preset, "recipe": dataclasses.asdict(self.recipe),
+                   "settings": dataclasses.asdict(analysis.PRESETS[self.preset]),
+                   "columns": analysis.COLUMNS}  # a table of an older layout is recomputed
+        if getattr(analysis, "INPUTS", ()):  # a table joined from others is stale when they change
+            stamped["inputs"] = {i.NAME: digest(self.result(i)[0].to_csv(index=False)) for i in analysis.INPUTS}
+        settings = json.dumps(stamped, sort_keys=True, default=str)
         cached = path.is_file() and stamp.is_file() and stamp.read_text() == settings
         if not self._stale(analysis.NAME, cached):
             return pd.read_csv(path), True

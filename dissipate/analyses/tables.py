@@ -18,6 +18,7 @@ DESCRIPTION = "accuracy, parameters, FLOPs and throughput per trained net (CSV a
 COLUMNS = ("preset", "dataset", "model", "family", "model_depth", "params", "image_size", "flops", "test_acc",
            "best_test_acc", "train_loss", "status", "throughput_px", "images_per_s", "acc_vs_resnet",
            "params_vs_resnet", "speed_vs_resnet")
+INPUTS = (accuracy_params, throughput)  # the analyses it joins: their results stamp its cache
 MATCH = 0.01  # "matches ResNet": final test accuracy at most one point below the ResNet of its depth
 MARKDOWN_COLUMNS = {"model": "model", "params": "params (M)", "flops": "GFLOPs / image", "test_acc": "test acc. (%)",
                     "train_loss": "final train loss", "images_per_s": "train images/s",

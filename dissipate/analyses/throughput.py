@@ -111,18 +111,18 @@ def full_width(frame: pd.DataFrame) -> pd.DataFrame:
 def draw(frame: pd.DataFrame) -> Figure:
     frame = full_width(frame)
     groups = list(frame.groupby(["image_size", "model_depth"], sort=False))
-    families = list(dict.fromkeys(frame["family"]))
-    width = 0.8 / len(families)
     figure = Figure(figsize=(max(6.0, 1.3 * len(groups) + 2), 4.2), layout="constrained")
     axis = figure.subplots()
     top = np.nanmax(frame["images_per_s"].to_numpy()) if frame["images_per_s"].notna().any() else 1.0
+    labelled: set[str] = set()
     for position, (_, rows) in enumerate(groups):
+        families = list(dict.fromkeys(rows["family"]))  # the families timed at this depth and size
+        width = 0.8 / len(families)
         for offset, family in enumerate(families):
             row = rows[rows["family"] == family]
-            if row.empty:
-                continue
             x = position - 0.4 + width * (offset + 0.5)
-            label = FAMILY_LABELS[family] if position == 0 else None
+            label = None if family in labelled else FAMILY_LABELS[family]
+            labelled.add(family)
             if row["status"].iloc[0] == "OOM":
                 axis.bar(x, 0.06 * top, width, fill=False, hatch="//", edgecolor=FAMILY_COLOURS[family], gid=family,
                          label=label)
@@ -130,7 +130,9 @@ def draw(frame: pd.DataFrame) -> Figure:
             else:
                 axis.bar(x, row["images_per_s"].iloc[0], width, color=FAMILY_COLOURS[family], gid=family,
                          label=label)
-    axis.set_xticks(range(len(groups)), [f"depth {depth}\n{size} px" for (size, depth), _ in groups])
+    ticks = [f"depth {depth}{' (ViT)' if rows['family'].isin(TRANSFORMERS).all() else ''}\n{size} px"
+             for (size, depth), rows in groups]
+    axis.set_xticks(range(len(groups)), ticks)
     axis.set_xlabel("net depth (layers) and image size (px)")
     axis.set_ylabel("training throughput (images/s)")
     axis.grid(alpha=0.3, axis="y")

@@ -1,7 +1,9 @@
+import shutil
+
 import pandas as pd
 import pytest
 
-from dissipate.analyses import accuracy_params, tables as analysis
+from dissipate.analyses import Context, accuracy_params, tables as analysis, throughput
 
 
 def test_one_row_per_trained_net_joined_with_its_speed(smoke, result):
@@ -42,3 +44,18 @@ def test_each_net_is_compared_with_the_resnet_of_its_depth_and_the_narrowest_mat
     made_up.loc[2, "test_acc"] = made_up.loc[2, "acc_vs_resnet"] = -1  # now only the full-width net matches
     assert analysis.narrowest(made_up)["model"].tolist() == ["pnnh20"]
     assert analysis.headline(made_up.iloc[[0, 3]]) == ["d depth 20: no PNNH within 1 point of ResNet"]
+
+
+def test_the_table_is_recomputed_when_an_analysis_it_joins_changes(smoke, tmp_path):
+    """Its own settings are the same, but a new throughput measurement changes its rows: its cache must not hold."""
+    out = tmp_path / "figures"
+    shutil.copytree(smoke[0], out)
+    _, cached = Context("smoke", out).result(analysis)
+    assert cached
+    speed = pd.read_csv(out / f"{throughput.NAME}.csv")
+    speed["images_per_s"] *= 2  # as if re-timed on a faster machine
+    speed.to_csv(out / f"{throughput.NAME}.csv", index=False)
+    frame, cached = Context("smoke", out).result(analysis)
+    assert not cached
+    timed = frame.set_index("model")["images_per_s"].dropna()
+    assert timed.to_dict() == speed.drop_duplicates("model").set_index("model")["images_per_s"].loc[timed.index].to_dict()
