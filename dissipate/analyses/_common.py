@@ -69,8 +69,8 @@ RECIPES = {
     # seconds: two CIFAR depths on tiny synthetic images
     "smoke": Recipe(data="synthetic", epochs=2, batch_size=32, lr=0.05, warmup=0.5, subset=256, test_subset=128,
                     image_size=16, probe_images=64, probe_every=1, train_probe_images=32),
-    # about 55 minutes on two CPU cores (the ViTs of depth 6 by their own recipe): 5 short epochs of Fashion-MNIST (160 SGD steps of 64 images) at the CIFAR
-    # recipe's lr 0.1. The first PNNH diverged here at 0.05, which had lowered this preset to 0.02 (docs/design.md)
+    # about 55 minutes on two CPU cores: 5 short epochs of Fashion-MNIST (160 SGD steps of 64 images) at the CIFAR
+    # recipe's lr 0.1 (the ViTs by their own recipe). The first PNNH diverged here at 0.05, which had lowered this preset to 0.02 (docs/design.md)
     "cpu": Recipe(data="fashion-mnist", epochs=5, batch_size=64, lr=0.1, warmup=1.0, subset=2048, test_subset=1000,
                   probe_every=1),
     # the cpu preset's nets on all of Fashion-MNIST, to convergence on one GPU (resnet20 reached 93.1% in 10 epochs at
