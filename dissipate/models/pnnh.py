@@ -50,7 +50,7 @@ FIRST_DEFAULTS = {"coder": "free", "downsample_block": "plain", "orthogonal_map"
 MAX_LEARNER_RATIO = 16  # a learner 16 times the block's width: far past any ablation, short of running out of memory
 
 
-def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+def checked_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise InvalidArgumentError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
     return value
@@ -78,21 +78,22 @@ def add_coder(block: nn.Module, channels: int, coder_ratio: float, coder: str, o
     block.coder = nn.Parameter(torch.empty(block.coder_chs, channels))
     with torch.random.fork_rng(devices=[]):  # E's draws leave the generator as they found it: see below
         nn.init.orthogonal_(block.coder)
-        _choice("orthogonal_map", orthogonal_map, ORTHOGONAL_MAPS)
-        if _choice("coder", coder, CODERS) == "orthogonal" and not block.coder.is_meta:
+        checked_choice("orthogonal_map", orthogonal_map, ORTHOGONAL_MAPS)
+        if checked_choice("coder", coder, CODERS) == "orthogonal" and not block.coder.is_meta:
             orthogonal(block, "coder", orthogonal_map)  # it checks E's values as it registers (not on meta)
     block.coder_ratio = block.coder_chs / channels  # k / C as built
     block.identity_coder = coder == "orthogonal" and block.coder_chs == channels  # E^T E = I for good
 
 
 def fused_code(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """E^T E x, as the fused path adds it: one 1x1 conv by the C x C matrix E^T E, or x itself where E is orthogonal
-    with k = C, so that E^T E = I exactly (the explicit path computes it, to float rounding, and E gets no gradient
-    beyond that rounding either way)."""
+    """E^T E x, as the fused path adds it: one 1x1 conv by the C x C matrix E^T E (a product over the last dim for
+    tokens (B, T, C)), or x itself where E is orthogonal with k = C, so that E^T E = I exactly (the explicit path
+    computes it, to float rounding, and E gets no gradient beyond that rounding either way)."""
     if block.identity_coder:
         return x
     coder = block.coder  # (k, C): a parametrised E is computed once per call
-    return F.conv2d(x, (coder.T @ coder)[:, :, None, None])
+    gram = coder.T @ coder  # symmetric
+    return x @ gram if x.ndim == 3 else F.conv2d(x, gram[:, :, None, None])
 
 
 class PNNHBlock(nn.Module):
@@ -113,7 +114,7 @@ class PNNHBlock(nn.Module):
                  coder: str = "orthogonal", impl: str = "fused", orthogonal_map: str = "cayley"):
         super().__init__()
         self.learner_chs = scaled_width(channels, learner_ratio, "learner_ratio", MAX_LEARNER_RATIO)
-        self.impl = _choice("impl", impl, IMPLS)
+        self.impl = checked_choice("impl", impl, IMPLS)
         self.conv1 = conv3x3(channels, self.learner_chs)
         self.bn1 = nn.BatchNorm2d(self.learner_chs)
         add_coder(self, channels, coder_ratio, coder, orthogonal_map)
@@ -142,7 +143,7 @@ class PNNHDownsample(nn.Module):
     def __init__(self, in_chs: int, out_chs: int, stride: int, *, shortcut: str, act: str = "relu",
                  impl: str = "fused"):
         super().__init__()
-        self.impl = _choice("impl", impl, IMPLS)
+        self.impl = checked_choice("impl", impl, IMPLS)
         self.conv1 = conv3x3(in_chs, out_chs, stride)
         self.bn1 = nn.BatchNorm2d(out_chs)
         self.act1 = make_act(act)  # explicit: over [h, u, -u]
@@ -174,7 +175,7 @@ class PNNHBottleneck(nn.Module):
                  impl: str = "fused", orthogonal_map: str = "cayley"):
         super().__init__()
         mid_chs = scaled_width(out_chs // self.expansion, learner_ratio, "learner_ratio", MAX_LEARNER_RATIO)
-        self.impl = _choice("impl", impl, IMPLS)
+        self.impl = checked_choice("impl", impl, IMPLS)
         bottleneck_layers(self, in_chs, mid_chs, out_chs, stride, act)  # act1 and act2 carry the code when explicit
         self.downsample = make_shortcut(shortcut, in_chs, out_chs, stride)
         if self.downsample is None:  # the coder's code, E x
@@ -220,7 +221,7 @@ def build_pnnh(depth: int, *, num_classes: int = 10, in_chans: int = 3, stem: st
                coder: str = "orthogonal", impl: str = "fused", orthogonal_map: str = "cayley") -> ResNet:
     """A PNNH net on the ResNet skeleton: PNNH blocks where the shape stays, `downsample_block` where it changes.
     Bottleneck depths (50, 101) use PNNHBottleneck, whose "pnnh" stage transitions carry the shortcut's code."""
-    _choice("downsample_block", downsample_block, DOWNSAMPLE_BLOCKS)
+    checked_choice("downsample_block", downsample_block, DOWNSAMPLE_BLOCKS)
     block, layers, widths, shortcut = depth_plan(depth)
     options = dict(coder_ratio=coder_ratio, learner_ratio=learner_ratio, act=act, coder=coder, impl=impl,
                    orthogonal_map=orthogonal_map)

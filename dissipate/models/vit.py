@@ -39,7 +39,7 @@ from torch import nn
 from ..errors import InvalidArgumentError
 from ._layers import init_he_normal, make_act
 from ._registry import register_model
-from .pnnh import IMPLS, _choice, add_coder, cross
+from .pnnh import IMPLS, add_coder, checked_choice, cross, fused_code
 
 VIT_DEPTHS = (6, 12, 24)
 EMBED_DIM, NUM_HEADS, MLP_RATIO = 192, 3, 4  # ViT-Tiny's width
@@ -51,14 +51,6 @@ def default_patch_size(img_size: int) -> int:
     """The divisor of `img_size` nearest img_size / 8 (the smaller on a tie): 4 at 28 and 32 px, 28 at 224 px."""
     divisors = [p for p in range(1, img_size + 1) if img_size % p == 0]
     return min(divisors, key=lambda p: (abs(p - img_size / GRID), p))
-
-
-def _code(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """E^T E x over the last dim, as the fused path adds it: x itself where E is orthogonal with k = d."""
-    if module.identity_coder:
-        return x
-    coder = module.coder  # (k, d): a parametrised E is computed once per call
-    return x @ (coder.T @ coder)
 
 
 class Attention(nn.Module):
@@ -84,7 +76,7 @@ class Attention(nn.Module):
         if not self.has_code or self.impl == "fused":
             out = F.scaled_dot_product_attention(q, k, v)
             out = self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
-            return out if code_input is None else out + _code(self, code_input)
+            return out if code_input is None else out + fused_code(self, code_input)
         coder = self.coder  # (k, d)
         code = F.pad(code_input @ coder.T, (0, self.code_heads * self.head_dim - self.coder_chs))
         code = code.view(batch, tokens, self.code_heads, self.head_dim).transpose(1, 2)
@@ -129,7 +121,7 @@ class ViTBlock(nn.Module):
 
     @impl.setter
     def impl(self, value: str) -> None:  # the attention follows its block, as `explicit_code` switches them
-        self._impl = _choice("impl", value, IMPLS)
+        self._impl = checked_choice("impl", value, IMPLS)
         if "attn" in self._modules:
             self.attn.impl = value
 
@@ -138,7 +130,7 @@ class ViTBlock(nn.Module):
             a = self.attn_out(self.attn(self.norm1(x), code_input=x))
             hidden = self.fc1(self.norm2(a))
             if self.impl == "fused":
-                return self.out(self.fc2(self.act(hidden)) + _code(self, a))
+                return self.out(self.fc2(self.act(hidden)) + fused_code(self, a))
             coder = self.coder  # (k, d)
             hidden, code = cross(self.act, hidden, a @ coder.T, dim=-1)
             return self.out(self.fc2(hidden) + code @ coder)
@@ -207,7 +199,7 @@ def build_pnnhvit(depth: int, *, num_classes: int = 10, in_chans: int = 3, img_s
     coder_options = dict(coder_ratio=coder_ratio, coder=coder, orthogonal_map=orthogonal_map)
     return VisionTransformer(depth, "pnnh", num_classes=num_classes, in_chans=in_chans, img_size=img_size,
                              patch_size=_check_size(img_size, patch_size), act=act, coder_options=coder_options,
-                             impl=_choice("impl", impl, IMPLS))
+                             impl=checked_choice("impl", impl, IMPLS))
 
 
 for _depth in VIT_DEPTHS:

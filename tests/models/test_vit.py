@@ -75,18 +75,23 @@ def test_a_pnnh_block_with_orthonormal_e_and_k_equal_d_is_the_residual_block(imp
         assert not torch.allclose(_learner_copy("plain", residual)(x), residual(x), atol=1e-2)
 
 
+CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"))
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
 @pytest.mark.parametrize("coder_ratio", [1.0, 0.5])
-def test_a_code_head_passes_its_input_exactly(coder_ratio):
+def test_a_code_head_passes_its_input_exactly(coder_ratio, device):
     """With the learned heads silenced and E = [I 0] (k = 192 or 96, the latter padded to whole heads), the explicit
-    attention returns the code's channels of x bit for bit: the diagonal-masked softmax is exactly one-hot."""
+    attention returns the code's channels of x bit for bit: the diagonal-masked softmax is exactly one-hot (on CUDA
+    too, whichever fused attention kernel takes the mask)."""
     attention = Attention(192, 3, coder_options=dict(coder_ratio=coder_ratio, coder="free", orthogonal_map="cayley"),
-                          impl="explicit")
+                          impl="explicit").to(device)
     with torch.no_grad():
         for parameter in (*attention.qkv.parameters(), *attention.proj.parameters()):
             parameter.zero_()
-        attention.coder.copy_(torch.eye(192)[:attention.coder_chs])
-        x = torch.randn(2, 49, 192)
-        out = attention(torch.randn(2, 49, 192), code_input=x)
+        attention.coder.copy_(torch.eye(192, device=device)[:attention.coder_chs])
+        x = torch.randn(2, 49, 192, device=device)
+        out = attention(torch.randn(2, 49, 192, device=device), code_input=x)
     kept = attention.coder_chs
     assert torch.equal(out[..., :kept], x[..., :kept]) and torch.equal(out[..., kept:], torch.zeros_like(x[..., kept:]))
 
