@@ -50,7 +50,7 @@ from .checkpoint import load_state_dict, read_checkpoint, save_checkpoint, saved
 from .data import MAX_IMAGE_SIZE, DeadLeaves, ImageData, load_data, loader_batches, seeded_choice
 from .errors import (CheckpointError, DissipateError, InvalidArgumentError, OutOfMemory, TrainingDiverged,
                      UnknownModelError, WriteFailed)
-from .models import check_options, create_model, get_model_entry
+from .models import TRANSFORMER_FAMILIES, check_options, create_model, get_model_entry
 from .probe import ProbeConfig, Progress, check_device, no_progress, parse_metrics, probe, resolve_device
 
 ON_DEVICE = ("synthetic", "cifar10", "cifar100", "fashion-mnist")  # small enough to sit on the device as uint8
@@ -66,8 +66,7 @@ PROBES_FILE = "probes.csv"
 LATER_FIELDS = (*PROBE_FIELDS, "optimizer")  # fields that older checkpoints lack (their optimizer was SGD)
 # each optimizer's standard recipe: what lr, wd, warmup and label_smoothing are when a config leaves them None
 OPTIMIZER_RECIPES = {"sgd": {"lr": 0.1, "wd": 5e-4, "warmup": 1.0, "label_smoothing": 0.0},
-           "adamw": {"lr": 1e-3, "wd": 0.05, "warmup": 5.0, "label_smoothing": 0.1}}
-TRANSFORMER_FAMILIES = ("plainvit", "vit", "pnnhvit")
+                     "adamw": {"lr": 1e-3, "wd": 0.05, "warmup": 5.0, "label_smoothing": 0.1}}
 
 
 def family_optimizer(model: str) -> str:

@@ -19,7 +19,7 @@ import torch
 from .._io import atomic_write, writable_directory
 from ..checkpoint import read_checkpoint
 from ..data import SYNTHETIC_VERSION, is_synthetic, load_data
-from ..models import count_flops, create_model, get_model_entry, model_options
+from ..models import TRANSFORMER_FAMILIES, count_flops, create_model, get_model_entry, model_options
 from ..errors import TrainingDiverged
 from ..probe import ProbeConfig, ProbeNotice, probe, probe_model, resolve_device
 from ..train import (LOG_COLUMNS, OPTIMIZER_RECIPES, PROBE_FIELDS, PROBES_FILE, RUNTIME_FIELDS, TrainConfig,
@@ -27,7 +27,7 @@ from ..train import (LOG_COLUMNS, OPTIMIZER_RECIPES, PROBE_FIELDS, PROBES_FILE, 
 
 PRESETS = ("smoke", "cpu", "gpu", "paper")
 COMPARED = ("plain", "resnet", "pnnh")  # the families every figure compares
-TRANSFORMERS = ("plainvit", "vit", "pnnhvit")  # and their transformer counterparts
+TRANSFORMERS = TRANSFORMER_FAMILIES  # and their transformer counterparts
 COMPARED_DEPTHS = (20, 56, 110)  # the CIFAR-family depths the figures compare (He et al.'s, minus 32 and 44)
 
 

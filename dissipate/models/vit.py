@@ -42,6 +42,7 @@ from ._registry import register_model
 from .pnnh import IMPLS, add_coder, checked_choice, cross, fused_code
 
 VIT_DEPTHS = (6, 12, 24)
+TRANSFORMER_FAMILIES = ("plainvit", "vit", "pnnhvit")
 EMBED_DIM, NUM_HEADS, MLP_RATIO = 192, 3, 4  # ViT-Tiny's width
 GRID = 8  # the patch follows the image size: the divisor of the size nearest size / GRID (4 at 28 and 32 px)
 DEFAULT_IMAGE_SIZE = 32
