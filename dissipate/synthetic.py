@@ -8,7 +8,7 @@ the edge and power-spectrum statistics of natural images (Lee, Mumford and Huang
 
 Images are drawn in fixed chunks of CHUNK indices: the random numbers of chunk c come from torch's CPU generator
 seeded with (seed, split, c), so image i is a function of (seed, split, i) alone, whatever the batch it is drawn in,
-the order of the batches or the device the pixels are made on. No disc is rendered beyond its bounding box: each pixel
+the order of the batches or the device the pixels are made on. No disc is tested beyond its bounding box: each pixel
 holds the index of the last disc that covers it, the maximum over discs (`scatter_reduce` "amax"), which is the
 painter's order without painting in order.
 """
@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 CHUNK = 64  # images whose random numbers are drawn together, from one generator
-CHUNK_ELEMENTS = 2 ** 23  # patch pixels rendered at once: bounds the transient memory (about 0.2 GB)
+CHUNK_ELEMENTS = 2 ** 23  # patch pixels rendered at once on an accelerator: bounds the transient memory (0.15 GB)
+CACHE_PIXELS = 2 ** 18  # on the CPU: the image pixels, and the patch pixels, rendered at once
 
 
 def chunk_generator(seed: int, split: int, chunk: int) -> torch.Generator:
@@ -50,13 +51,12 @@ class DeadLeavesSpec:
         size, count = self.image_size, self.num_discs
         radius, centre_y, centre_x, classes, jitter = self.discs(indices, split)  # the plan: on the CPU
         top = self.last_cover(radius, centre_y, centre_x, device)  # (B, H, W): the last disc over each pixel, or -1
-        top = torch.where(top < 0, count, top).view(len(indices), -1)
+        top = top.view(len(indices), 1, -1).long().remainder_(count + 1)  # -1, no disc: K, the background
         classes = classes.to(device)
-        colours = self.palette.to(device)[classes] + jitter.to(device)  # (B, K + 1, C)
-        image = colours.gather(1, top[:, :, None].expand(-1, -1, self.in_chans))  # (B, H * W, C)
-        image = image.clamp_(0, 1).view(len(indices), size, size, self.in_chans).permute(0, 3, 1, 2)
-        labels = classes.gather(1, top[:, (size // 2) * size + size // 2, None])[:, 0]
-        return image.contiguous(), labels
+        colours = (self.palette.to(device)[classes] + jitter.to(device)).clamp_(0, 1)  # (B, K + 1, C)
+        image = colours.transpose(1, 2).gather(2, top.expand(-1, self.in_chans, -1))  # (B, C, H * W)
+        labels = classes.gather(1, top[:, 0, (size // 2) * size + size // 2, None])[:, 0]
+        return image.view(len(indices), self.in_chans, size, size), labels
 
     def discs(self, indices: torch.Tensor, split: int) -> tuple[torch.Tensor, ...]:
         """The discs of images `indices` (on the CPU): radius, centre row and column (B, K) in pixels, classes
@@ -89,40 +89,52 @@ class DeadLeavesSpec:
 
     def last_cover(self, radius: torch.Tensor, centre_y: torch.Tensor, centre_x: torch.Tensor,
                    device: torch.device | str | None = None) -> torch.Tensor:
-        """(B, H, W) int64 on `device`: the index of the last disc covering each pixel centre, -1 where none does.
-        A disc of radius r covers at most ceil(2r) rows and columns; it is tested on a square patch of
-        P >= ceil(2r) + 1 pixels (P from a ladder of four steps per octave, so that a few patch sizes serve every
-        radius), clipped to the image. The discs (B, K) are on the CPU, where they are sorted by patch size: the
-        device is only written to, never read back."""
+        """(B, H, W) int32 on `device`: the index of the last disc covering each pixel centre, -1 where none does.
+
+        The centres of the pixels a disc of radius r covers lie in rows and columns within r of its centre: at most
+        floor(2r) + 1 of each. A disc is tested on a square patch of P of them (P from a ladder of four steps per
+        octave, so that a few patch sizes serve every radius), widened by a margin far above float rounding and
+        clipped to the image. The discs (B, K) are on the CPU, where they are sorted by block of images and patch
+        size: the device is only written to, never read back. On the CPU a block's `top` and a chunk's patches stay
+        in the cache."""
         size = self.image_size
         batch, count = radius.shape
-        top = torch.full((batch * size * size,), -1, dtype=torch.long, device=device)
-        needed = (2 * radius).ceil().long() + 1
+        top = torch.full((batch * size * size,), -1, dtype=torch.int32, device=device)
+        margin = size * 2.0 ** -12
+        needed = (2 * (radius + margin)).floor().long() + 1
         step = torch.exp2((torch.log2(needed.float()).floor() - 2).clamp_min(0)).long()
         patch = (torch.div(needed + step - 1, step, rounding_mode="floor") * step).clamp_max(size)
-        image_disc = torch.stack(torch.meshgrid(torch.arange(batch), torch.arange(count), indexing="ij"))
-        for side in patch.unique().tolist():
-            chosen = (patch == side).nonzero(as_tuple=True)
-            per_chunk = max(1, CHUNK_ELEMENTS // (side * side))
-            for start in range(0, len(chosen[0]), per_chunk):
-                part = tuple(c[start:start + per_chunk] for c in chosen)
-                discs = (*image_disc[(slice(None), *part)], radius[part], centre_y[part], centre_x[part])
-                self._cover(top, side, *(t.to(top.device, non_blocking=True) for t in discs))
+        image, disc = torch.meshgrid(torch.arange(batch, dtype=torch.int32), torch.arange(count, dtype=torch.int32),
+                                     indexing="ij")
+        on_cpu = top.device.type == "cpu"
+        block = max(1, CACHE_PIXELS // size ** 2) if on_cpu else batch
+        key = (torch.div(image, block, rounding_mode="floor").long() * (size + 1) + patch).view(-1)
+        order = key.argsort()
+        discs = [t.reshape(-1)[order] for t in (image, disc, radius, centre_y, centre_x)]
+        start = 0
+        for group, length in zip(*(t.tolist() for t in key[order].unique_consecutive(return_counts=True))):
+            side = group % (size + 1)
+            per_chunk = max(1, (CACHE_PIXELS if on_cpu else CHUNK_ELEMENTS) // side ** 2)
+            for first in range(start, start + length, per_chunk):
+                chunk = slice(first, min(first + per_chunk, start + length))
+                self._cover(top, side, margin, *(t[chunk].to(top.device, non_blocking=True) for t in discs))
+            start += length
         return top.view(batch, size, size)
 
-    def _cover(self, top: torch.Tensor, side: int, image: torch.Tensor, disc: torch.Tensor, r: torch.Tensor,
-               y: torch.Tensor, x: torch.Tensor) -> None:
-        """Mark, in `top`, each of these discs over the pixels of its side x side patch whose centres it covers."""
+    def _cover(self, top: torch.Tensor, side: int, margin: float, image: torch.Tensor, disc: torch.Tensor,
+               r: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> None:
+        """Mark, in `top`, each of these N discs over the pixels of its side x side patch whose centres it covers.
+        The discs are the last dimension of every (side, side, N) tensor: the long, contiguous one."""
         size = self.image_size
-        offsets = torch.arange(side, device=top.device)
+        offsets = torch.arange(side, device=top.device)[:, None]
 
         def axis(centre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            first = (centre - r - 0.5).floor().long().clamp(0, size - side)
-            pixels = first[:, None] + offsets  # (N, side), inside the image
-            return pixels, (pixels + 0.5 - centre[:, None]).square()
+            first = (centre - r - 0.5 - margin).ceil().long().clamp(0, size - side)
+            pixels = first + offsets  # (side, N), inside the image
+            return pixels, (pixels + 0.5 - centre).square()
 
         rows, dy2 = axis(y)
         cols, dx2 = axis(x)
-        covered = dy2[:, :, None] + dx2[:, None, :] < r.square()[:, None, None]  # (N, side, side)
-        where = ((image[:, None] * size + rows) * size)[:, :, None] + cols[:, None, :]
-        top.scatter_reduce_(0, where.reshape(-1), torch.where(covered, disc[:, None, None], -1).reshape(-1), "amax")
+        covered = dy2[:, None, :] + dx2[None, :, :] < r.square()  # (side, side, N)
+        where = ((image * size + rows) * size)[:, None, :] + cols[None, :, :]
+        top.scatter_reduce_(0, where.view(-1), torch.where(covered, disc, -1).view(-1), "amax")

@@ -46,12 +46,12 @@ def test_dead_leaves_has_power_law_radii_and_covers_the_image():
     assert radius.min() >= 2 and radius.max() <= 32
 
 
-@pytest.mark.parametrize("size", [5, 28, 32, 33])
-def test_dead_leaves_paint_each_pixel_with_the_last_disc_over_it(size):
+@pytest.mark.parametrize("size, count", [(5, 4), (28, 4), (32, 4), (33, 300)])  # 300 at 33 px: two blocks
+def test_dead_leaves_paint_each_pixel_with_the_last_disc_over_it(size, count):
     """The batched renderer (a bounding-box patch per disc, the maximum disc index per pixel) against the definition
     tested on every pixel and every disc."""
-    spec = DeadLeaves(4, image_size=size).spec
-    radius, centre_y, centre_x, _, _ = spec.discs(torch.arange(4), 0)
+    spec = DeadLeaves(count, image_size=size).spec
+    radius, centre_y, centre_x, _, _ = spec.discs(torch.arange(count), 0)
     centres = torch.arange(size, dtype=radius.dtype) + 0.5
     covered = ((centres[None, None, :, None] - centre_y[:, :, None, None]) ** 2
                + (centres[None, None, None, :] - centre_x[:, :, None, None]) ** 2) < radius[:, :, None, None] ** 2
