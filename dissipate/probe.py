@@ -44,7 +44,8 @@ from .models import create_model
 from .models.pnnh import explicit_code
 from .plots import plot_probe
 from .metrics import ChannelCovariance, ChannelSurvival, LinearReadout, MinibatchCKA, Moments
-from .metrics.cka import gram_linear
+from .metrics.cka import Reference, gram_linear
+from .metrics.rank import decompose_together
 from .metrics.perceptual import DistsUnavailable, as_rgb, load_dists, ssim_per_image
 from .record import Component, Site, record, record_components
 from .theory import cantelli_bound, component_moments, concatenation, sum_of_components
@@ -136,7 +137,7 @@ class Batch:
 
     images: torch.Tensor  # (B, C, H, W) in [0, 1]
     index: torch.Tensor | None = None  # (B,) the samples' indices in the probe set (they split the read-out's halves)
-    image_gram: torch.Tensor | None = None  # (B, B) linear Gram of the images, for CKA
+    images_cka: Reference | None = None  # the images' side of CKA, made once for every site
     dists_images: int = 0  # second pass: how many of this batch's images DISTS scores
 
 
@@ -157,6 +158,11 @@ class SiteStats:
         self.dists: nn.Module | None = None  # piq's DISTS, set for the second pass when available
         self.components: dict[Component, Moments] = {}  # the summands of the pre-activation its block declares
 
+    def accumulators(self) -> list:
+        """Everything that holds this site's sums (the read-out apart: it keeps its map on the device)."""
+        parts = [self, self.survival, self.pre, self.post, self.covariance, self.cka, *self.components.values()]
+        return [part for part in parts if part is not None]
+
     def update(self, pre: torch.Tensor, post: torch.Tensor, batch: Batch) -> None:
         self.channels = post.shape[-1] if post.ndim == 3 else post.shape[1]
         if self.survival:
@@ -167,8 +173,8 @@ class SiteStats:
             self.post.update(post)
         if self.covariance:
             self.covariance.update(post)
-        if self.cka and batch.image_gram is not None:
-            self.cka.update(gram_linear(post), batch.image_gram)
+        if self.cka and batch.images_cka is not None:
+            self.cka.update(gram_linear(post), batch.images_cka)
         if self.readout:
             self.readout.update(post, batch.images, batch.index)
 
@@ -299,8 +305,8 @@ def _batch_norms(model: nn.Module) -> list[nn.Module]:
 
 def needs_bn_calibration(model: nn.Module) -> bool:
     """True when the model has batch norm and none of it has seen a batch (a model at initialisation)."""
-    norms = _batch_norms(model)
-    return bool(norms) and all(m.num_batches_tracked is not None and int(m.num_batches_tracked) == 0 for m in norms)
+    counts = [m.num_batches_tracked for m in _batch_norms(model)]
+    return bool(counts) and None not in counts and not torch.stack(counts).any().item()
 
 
 @torch.no_grad()
@@ -324,8 +330,13 @@ def calibrate_batchnorm(model: nn.Module, inputs: Iterable[torch.Tensor]) -> Non
 
 
 def _check_finite_weights(model: nn.Module) -> None:
-    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+    """One read for the whole model: which of its floating tensors hold NaN or infinite values."""
+    named = [(name, t) for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_floating_point()]
+    if not named:
+        return
+    finite = torch.stack([torch.isfinite(t).all().to(named[0][1].device) for _, t in named]).tolist()
+    for (name, _), ok in zip(named, finite, strict=True):
+        if not ok:
             raise InvalidArgumentError(f"{_model_name(model)}'s {name} holds NaN or infinite values "
                                        "(a diverged run?); probe an earlier checkpoint")
 
@@ -364,7 +375,8 @@ def probe(model: nn.Module, data: ImageData | str | torch.Tensor = "synthetic", 
         finally:
             model.train(was_training)
 
-    rows, layer_input = [], image_moments
+    _read_back(stats.values(), image_moments)
+    rows, layer_input = [], image_moments.result()
     for site_stats in stats.values():
         rows.append(site_stats.row(layer_input))
         layer_input = site_stats.post.result() if site_stats.post else layer_input
@@ -378,7 +390,7 @@ def probe(model: nn.Module, data: ImageData | str | torch.Tensor = "synthetic", 
 
 
 @torch.no_grad()
-def _measure(model, data, dataset, config, device, progress) -> tuple[dict[str, SiteStats], tuple]:
+def _measure(model, data, dataset, config, device, progress) -> tuple[dict[str, SiteStats], Moments]:
     """The one pass over every probe image: each site's accumulators, and the moments of the normalised images."""
     stats: dict[str, SiteStats] = {}
     components: dict[Component, Moments] = {}
@@ -396,14 +408,14 @@ def _measure(model, data, dataset, config, device, progress) -> tuple[dict[str, 
     with record(model, on_site, config.include), \
             (record_components(model, on_component) if "theory" in config.metrics else contextlib.nullcontext()):
         for index, images in _batches(data, dataset, config, device, progress, "Probing"):
-            gram = gram_linear(images) if "cka" in config.metrics and len(images) >= 4 else None
-            batch = Batch(images, index=index, image_gram=gram)
+            images_cka = Reference(gram_linear(images)) if "cka" in config.metrics and len(images) >= 4 else None
+            batch = Batch(images, index=index, images_cka=images_cka)
             image_moments.update(data.normalize(images))
             _forward(model, data, images)
     for component, moments in components.items():
         if component.site in stats:
             stats[component.site].components[component] = moments
-    return stats, image_moments.result()
+    return stats, image_moments
 
 
 @torch.no_grad()
@@ -442,6 +454,30 @@ def _score_readouts(model, data, dataset, config, device, stats, progress) -> fl
                          * torch.randn(reference.shape, generator=generator, device=device)).clamp(0, 1)
                 noise_distances.append(dists(as_rgb(noise), as_rgb(reference)))
     return torch.cat(noise_distances).mean().item() if noise_distances else float("nan")
+
+
+EIG_ON_HOST_MAX = 256  # channels: larger covariances are decomposed on their accelerator, batched by size. On 2
+# CPU cores a float64 eigvalsh takes 2.4 ms at 256 channels, 13 ms at 512, 67 ms at 1024 and 340 ms at 2048; on an
+# H200, resnet50's 49 (64 to 2048 channels) took 4 ms each on average in a profile of its probe, a fixed cost that
+# dominates the small ones.
+
+
+def _read_back(stats: Iterable[SiteStats], *others) -> None:
+    """The probe's one read: every site's sums come to the CPU through one copy per device (the covariances of more
+    than EIG_ON_HOST_MAX channels as their singular values, decomposed where they are), after which their results
+    cost no synchronisation. Before, a GPU probe waited for the device at each of its ~20 numbers per site."""
+    stats = list(stats)
+    decompose_together([s.covariance for s in stats if s.covariance and s.covariance.count >= 2
+                        and torch.is_tensor(s.covariance.gram) and s.covariance.gram.device.type != "cpu"
+                        and s.covariance.gram.shape[0] > EIG_ON_HOST_MAX])
+    holders = [*(part for site_stats in stats for part in site_stats.accumulators()), *others]
+    slots = [(holder, name, value) for holder in holders for name, value in vars(holder).items()
+             if isinstance(value, torch.Tensor)]  # those on the CPU too: one path, whatever the device
+    for device in {value.device for _, _, value in slots}:
+        here = [slot for slot in slots if slot[2].device == device]
+        flat = torch.cat([value.reshape(-1).double() for _, _, value in here]).cpu()
+        for (holder, name, value), part in zip(here, flat.split([v.numel() for _, _, v in here]), strict=True):
+            setattr(holder, name, part.view(value.shape).to(value.dtype))
 
 
 def _check_finite_moments(frame: pd.DataFrame) -> None:

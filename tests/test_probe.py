@@ -10,6 +10,7 @@ from torch.overrides import TorchFunctionMode
 from dissipate.checkpoint import read_checkpoint, save_checkpoint
 from dissipate.data import load_data
 from dissipate.errors import CheckpointError, InvalidArgumentError
+import dissipate.probe as probe_module
 from dissipate.metrics import moments
 from dissipate.models import create_model
 from dissipate.probe import (IDENTITY_COLUMNS, METRIC_COLUMNS, ProbeConfig, ProbeNotice, needs_bn_calibration, probe,
@@ -181,6 +182,34 @@ class HostReads(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         self.count += func in self.READS
         return func(*args, **(kwargs or {}))
+
+
+def test_a_probe_reads_its_sums_back_once_whatever_its_sites(monkeypatch):
+    """Until the one read at the end (`_read_back`, one copy per device), a probe reads nothing per site: resnet20
+    (19 sites) and resnet56 (55) read as often. After it, every number is on the CPU, and the frame is the same as
+    results taken straight from the device's accumulators."""
+    before = []
+
+    def read_back(stats, *others):
+        before.append(reads.count)
+        stats = list(stats)
+        direct = [s.row(others[0].result()) for s in stats]
+        read_back_once(stats, *others)
+        after = pd.DataFrame([s.row(others[0].result()) for s in stats])
+        assert after.equals(pd.DataFrame(direct))  # the host's numbers are the device's, bit for bit
+        assert not any(isinstance(v, torch.Tensor) and v.device.type != "cpu"
+                       for s in stats for part in s.accumulators() for v in vars(part).values())
+
+    read_back_once = probe_module._read_back
+    monkeypatch.setattr(probe_module, "_read_back", read_back)
+    images = torch.rand(32, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    for name in ("resnet20", "resnet56"):
+        with HostReads() as reads:
+            probe(create_model(name), images, ProbeConfig(num_images=32, batch_size=16,
+                                                         metrics=("survival", "moments", "rank", "cka", "theory")))
+    # what is read before: the image tensor's range, mean and spread (4), the weights' and BN's states (1 each),
+    # and per pass (2) the loader's and the first non-finite image's (2)
+    assert before[0] == before[1] <= 10
 
 
 @pytest.mark.parametrize("metrics", [("survival", "moments", "rank", "cka"), ("recon", "ssim", "theory")])

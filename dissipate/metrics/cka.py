@@ -27,17 +27,35 @@ def gram_linear(x: torch.Tensor) -> torch.Tensor:
     return (flat @ flat.T).double()
 
 
-def hsic_unbiased(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:  # noqa: E741  (the papers' symbol)
-    """Unbiased HSIC estimate from two (n, n) Gram matrices, n >= 4 (Song et al. 2012, eq. 5):
-    [tr(K~ L~) + 1^T K~ 1 1^T L~ 1 / ((n-1)(n-2)) - 2/(n-2) 1^T K~ L~ 1] / (n (n-3)), with K~, L~ zero-diagonal."""
-    n = k.shape[0]
+def hsic_operator(l: torch.Tensor) -> torch.Tensor:  # noqa: E741  (the papers' symbol)
+    """U (n, n) such that the unbiased HSIC of any symmetric K with L is <K, U> = sum(K * U), n >= 4.
+
+    Song et al.'s estimator (2012, eq. 5), [tr(K~ L~) + 1^T K~ 1 1^T L~ 1 / ((n-1)(n-2)) - 2/(n-2) 1^T K~ L~ 1] /
+    (n (n-3)) with K~, L~ zero-diagonal, is linear in K~: it is <K~, M> with M = [L~ + (1^T L~ 1) / ((n-1)(n-2))
+    1 1^T - (L~ 1 1^T + 1 1^T L~) / (n-2)] / (n (n-3)), and <K~, M> = <K, U> for U, M with its diagonal zeroed."""
+    n = l.shape[0]
     if n < 4:
         raise InvalidArgumentError(f"unbiased HSIC needs at least 4 samples, got {n}")
-    k = k - torch.diag(torch.diag(k))
-    l = l - torch.diag(torch.diag(l))  # noqa: E741
-    k_sum, l_sum = k.sum(0), l.sum(0)  # column sums: K~ 1 and L~ 1
-    trace = (k * l).sum()  # tr(K~ L~), both symmetric
-    return (trace + k_sum.sum() * l_sum.sum() / ((n - 1) * (n - 2)) - 2 * (k_sum @ l_sum) / (n - 2)) / (n * (n - 3))
+    l = l.clone()  # noqa: E741
+    l.diagonal().zero_()
+    column = l.sum(0)  # L~ 1
+    u = l + column.sum() / ((n - 1) * (n - 2)) - (column[:, None] + column[None, :]) / (n - 2)
+    u.diagonal().zero_()
+    return u / (n * (n - 3))
+
+
+def hsic_unbiased(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:  # noqa: E741
+    """Unbiased HSIC estimate from two (n, n) Gram matrices, n >= 4 (Song et al. 2012, eq. 5; see hsic_operator)."""
+    return torch.dot(k.reshape(-1), hsic_operator(l).reshape(-1))
+
+
+class Reference:
+    """The fixed side of a minibatch's CKA (the images): its Gram matrix's HSIC operator and its HSIC with itself,
+    made once per minibatch and shared by every site, so that a site's HSIC with it is one dot product."""
+
+    def __init__(self, gram: torch.Tensor):
+        self.operator = hsic_operator(gram).reshape(-1)
+        self.hsic = torch.dot(gram.reshape(-1), self.operator)
 
 
 def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -52,28 +70,29 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 class MinibatchCKA:
-    """Streaming minibatch CKA: the sums over minibatches of HSIC(K, L), HSIC(K, K) and HSIC(L, L).
+    """Streaming minibatch CKA: the sums over minibatches of HSIC(K, L), HSIC(K, K) and HSIC(L, L), kept as one
+    tensor on the Gram matrices' device.
 
     Minibatches of fewer than 4 samples have no unbiased HSIC and are skipped (counted in `skipped`)."""
 
     def __init__(self) -> None:
-        self.cross: torch.Tensor | float = 0.0
-        self.self_x: torch.Tensor | float = 0.0
-        self.self_y: torch.Tensor | float = 0.0
+        self.sums: torch.Tensor | float = 0.0  # (3,): cross, self_x, self_y
         self.batches = 0
         self.skipped = 0
 
-    def update(self, gram_x: torch.Tensor, gram_y: torch.Tensor) -> None:
+    def update(self, gram_x: torch.Tensor, gram_y: torch.Tensor | Reference) -> None:
+        """Add one minibatch: `gram_x` against `gram_y`, or against its Reference (made once for many updates)."""
         if gram_x.shape[0] < 4:
             self.skipped += 1
             return
-        self.cross = self.cross + hsic_unbiased(gram_x, gram_y)
-        self.self_x = self.self_x + hsic_unbiased(gram_x, gram_x)
-        self.self_y = self.self_y + hsic_unbiased(gram_y, gram_y)
+        reference = gram_y if isinstance(gram_y, Reference) else Reference(gram_y)
+        flat = gram_x.reshape(-1)
+        self.sums = self.sums + torch.stack([torch.dot(flat, reference.operator),
+                                             torch.dot(flat, hsic_operator(gram_x).reshape(-1)), reference.hsic])
         self.batches += 1
 
     def result(self) -> float:
-        denominator = float(self.self_x) * float(self.self_y)
-        if self.batches == 0 or denominator <= 0:
+        if self.batches == 0:
             return float("nan")
-        return float(self.cross) / math.sqrt(denominator)
+        cross, self_x, self_y = self.sums.tolist()
+        return cross / math.sqrt(self_x * self_y) if self_x * self_y > 0 else float("nan")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dissipate.metrics import ChannelCovariance, effective_rank, numerical_rank, singular_values, stable_rank
-from dissipate.metrics.rank import channel_covariance
+from dissipate.metrics.rank import channel_covariance, decompose_together
 
 
 def as_feature_map(rows: torch.Tensor, batch: int) -> torch.Tensor:
@@ -73,3 +73,20 @@ def test_a_rank_one_feature_with_channel_means_far_above_its_spread_has_nrank_on
     assert result["nrank"] == 1 and result["erank"] == pytest.approx(1, abs=1e-3)
     expected = torch.outer(v, v).double()
     assert torch.allclose(stream.covariance(), expected, rtol=0.1, atol=1e-3 * expected.abs().max().item())
+
+
+def test_covariances_decomposed_together_give_each_its_own_ranks():
+    """One batched eigvalsh per matrix size (the probe's path on an accelerator) against each stream alone."""
+    generator = torch.Generator().manual_seed(0)
+    streams, alone = [], []
+    for channels in (8, 12, 8):
+        spread = torch.linspace(0.1, 2, channels)[:, None, None]
+        features = torch.randn(64, channels, 4, 4, generator=generator) * spread
+        stream = ChannelCovariance()
+        stream.update(features)
+        streams.append(stream)
+        alone.append(stream.result())
+    decompose_together([*streams, ChannelCovariance()])  # one without data is left alone
+    assert all(stream.gram is None and stream.sigma.shape == (c,) for stream, c in zip(streams, (8, 12, 8)))
+    for stream, expected in zip(streams, alone, strict=True):
+        assert stream.result() == pytest.approx(expected, rel=1e-10)
