@@ -426,10 +426,10 @@ def figures(
                            say=lambda message: typer.echo(message, err=True), jobs=parse_jobs(jobs),
                            launcher=launcher, launcher_options=parse_options(slurm))
     typer.echo(f"preset {preset}: {len(reports)} analyses, written to {out}/")
-    for report in reports:
-        source = "from the cache" if report.cached else f"computed in {report.seconds:.0f} s"
-        typer.echo(f"  {report.name} ({source}): {', '.join(p.name for p in report.paths)}")
-        for line in report.headline:
+    for analysis in reports:
+        source = "from the cache" if analysis.cached else f"computed in {analysis.seconds:.0f} s"
+        typer.echo(f"  {analysis.name} ({source}): {', '.join(p.name for p in analysis.paths)}")
+        for line in analysis.headline:
             typer.echo(f"      {line}")
 
 

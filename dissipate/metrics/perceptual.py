@@ -64,8 +64,9 @@ def load_dists(download: bool = False) -> torch.nn.Module:
             cache.mkdir(parents=True, exist_ok=True)
             torch.hub.download_url_to_file(DISTS_FILES[name], str(cache / name), progress=False)
     except (urllib.error.URLError, OSError) as error:
+        message = f"{error}\n".encode()
         with contextlib.suppress(OSError):
-            atomic_write(failed_before, lambda f: f.write(f"{error}\n".encode()))
+            atomic_write(failed_before, lambda f: f.write(message))
         raise DistsUnavailable(f"DISTS is n/a: fetching its weights into {cache} failed ({type(error).__name__}); "
                                "see the README's DISTS section") from None
     try:
