@@ -37,12 +37,36 @@ def check_monte_carlo(config: MonteCarloConfig | None = None) -> pd.DataFrame:
 def check_network(model: nn.Module, data: ImageData | str = "synthetic", config: ProbeConfig | None = None,
                   level: str | None = None, progress: Progress | None = None, **overrides) -> pd.DataFrame:
     """Levels 2 and 3: one row per activation site of `model` on `data` (probe settings from `config` and
-    `overrides`). `level` is "init" or "trained"; by default "init" when the probe calibrated batch norm on the data
-    (a model whose BN has never seen data), else "trained". See `check_rows` for when a row holds."""
+    `overrides`). `level` is "init" or "trained"; by default the one `network_level` reads off the model, and the
+    table's attrs say which and why (`level_reason`). See `check_rows` for when a row holds."""
     if level not in (None, *LEVELS[1:]):
         raise InvalidArgumentError(f"a network is checked at level 'init' or 'trained', not {level!r}")
+    level, reason = (level, "named by the caller") if level else network_level(model)
     frame = probe(model, data, config, progress, **{**overrides, "metrics": ("survival", "moments", "theory")})
-    return check_rows(frame, level or ("init" if frame.attrs["calibrated_bn"] else "trained"))
+    table = check_rows(frame, level)
+    table.attrs["level_reason"] = reason
+    return table
+
+
+def network_level(model: nn.Module) -> tuple[str, str]:
+    """("init" or "trained", why): what the net is, not how it is normalised. A net is trained once weights were
+    loaded into it (any `load_state_dict` into a model that `create_model` made, which records it) or its batch norm
+    has seen a batch in training mode; else it is at initialisation, where every bound must hold. A model that
+    `create_model` did not make, with no batch norm that has seen data, records nothing: its level must be named.
+
+    The default is the net, not a guess from batch norm (the first version's rule), since a net without it (a ViT,
+    a normaliser-free remedy) would otherwise reach the trained level at initialisation and pass whatever it
+    measured. A net trained in the caller's own loop without batch norm has no record either way: name its level."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             and m.num_batches_tracked is not None]
+    if any(m.num_batches_tracked.item() > 0 for m in norms):
+        return "trained", "its batch norm has seen data in training mode"
+    if getattr(model, "weights_loaded", None) is None:
+        raise InvalidArgumentError(f"{type(model).__name__} was not made by create_model, so nothing records whether "
+                                   "weights were loaded into it; pass level='init' or level='trained'")
+    if model.weights_loaded:
+        return "trained", "weights were loaded into it"
+    return "init", "no weights were loaded into it and no batch norm has seen data"
 
 
 def check_rows(frame: pd.DataFrame, level: str) -> pd.DataFrame:

@@ -260,9 +260,8 @@ def bound_check(
         config = ProbeConfig(num_images=num_images, batch_size=batch_size, device=device, seed=seed,
                              calibrate_bn=checkpoint is None)
         net, images = load_model_and_data(model, model_args, checkpoint, data, data_dir, image_size, num_images, seed)
-        frame = checks.check_network(net, images, config, level="trained" if checkpoint else "init",
-                                     progress=progress)
-        title = f"{net.spec.name} ({'trained' if checkpoint else 'init'}) on {images.name}"
+        frame = checks.check_network(net, images, config, progress=progress)  # the level: what the net is
+        title = f"{net.spec.name} ({frame['level'].iloc[0]}) on {images.name}"
     if out is not None:
         plot_bound_check(frame, out, title)
 
@@ -283,6 +282,8 @@ def bound_check(
                    "assumptions)", err=True)
     for row in failed.itertuples():
         typer.echo(f"FAILED: {row.model} {row.site} ({row.level}): {measured(row)}", err=True)
+    if "level_reason" in frame.attrs:
+        typer.echo(f"level {frame['level'].iloc[0]}: {frame.attrs['level_reason']}", err=True)
     predicted = frame[checks.verdicts(frame).notna()]
     must_hold, trained = predicted["level"].isin(checks.MUST_HOLD).sum(), (predicted["level"] == "trained").sum()
     if inapplicable.any():

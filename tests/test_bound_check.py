@@ -1,11 +1,17 @@
+import io
+
+import pandas as pd
 import pytest
 import torch
 
 from dissipate import bound_check
-from dissipate.bound_check import COLUMNS, check_monte_carlo, check_network, failures, findings, verdicts
+from dissipate.bound_check import (COLUMNS, check_monte_carlo, check_network, failures, findings, network_level,
+                                   not_holding, verdicts)
+from dissipate.checkpoint import load_model, save_checkpoint
 from dissipate.errors import InvalidArgumentError
 from dissipate.models import create_model
 from dissipate.theory import MonteCarloConfig
+from tests.helpers import run_cli
 
 NETWORK = dict(num_images=128, batch_size=64, device="cpu")
 
@@ -111,3 +117,63 @@ def test_a_wrong_component_rule_fails_level_2(monkeypatch):
     failed = failures(at_init("pnnh20"))
     assert len(failed) and set(failed["kind"]) == {"pnnh"}
     assert bound_check.MUST_HOLD == ("monte-carlo", "init")
+
+
+def misscaled_vit6(scale: float = 1.0) -> torch.nn.Module:
+    """vit6 at initialisation with `blocks.2.fc1`'s weights times `scale`: a net built wrong, which the check at
+    level "init" must catch (a factory for `--model module:tests.test_bound_check:misscaled_vit6`)."""
+    model = create_model("vit6")
+    with torch.no_grad():
+        model.blocks[2].fc1.weight.mul_(scale)
+    return model
+
+
+def bn_free_resnet20(scale: float = 1.0) -> torch.nn.Module:
+    """resnet20 with every batch norm an identity and `layer2.0.conv1` times `scale`: a CNN that no BN calibration
+    can mark as being at initialisation."""
+    model = create_model("resnet20")
+    for block in [model, *model.modules()]:
+        for name, child in list(block.named_children()):
+            if isinstance(child, torch.nn.BatchNorm2d):
+                setattr(block, name, torch.nn.Identity())
+    with torch.no_grad():
+        model.layer2[0].conv1.weight.mul_(scale)
+    return model
+
+
+@pytest.mark.parametrize("factory, scale", [("misscaled_vit6", 3.0), ("misscaled_vit6", 1.0),
+                                            ("bn_free_resnet20", 3.0), ("bn_free_resnet20", 1.0)])
+def test_the_api_and_the_command_line_give_the_same_verdicts_at_initialisation(capsys, factory, scale):
+    """A net without batch norm, made at initialisation, is checked at level "init" by both (the first version's API
+    took it for trained, and passed a broken vit6); a row that does not hold is then a failure, and exit code 1."""
+    name = f"module:tests.test_bound_check:{factory}"
+    torch.manual_seed(0)
+    api = check_network(create_model(name, scale=scale), "synthetic", **NETWORK)
+    code, out, err = run_cli(capsys, "bound-check", "--model", name, "--model-arg", f"scale={scale}", "--format",
+                             "csv", "--num-images", str(NETWORK["num_images"]), "--device", "cpu")
+    cli = pd.read_csv(io.StringIO(out))
+    assert (api["level"] == "init").all() and (cli["level"] == "init").all() and "level init:" in err
+    assert api.attrs["level_reason"].startswith("no weights were loaded")
+    assert list(verdicts(api)) == list(verdicts(cli)) and list(api["site"]) == list(cli["site"])
+    failed = set(failures(api)["site"])
+    assert failed == set(api.loc[not_holding(api), "site"]) and code == (1 if failed else 0)
+    if factory == "misscaled_vit6":
+        assert failed == ({"blocks.2.act"} if scale != 1 else set())
+
+
+def test_a_vit_with_weights_loaded_is_checked_as_trained(tmp_path):
+    model = misscaled_vit6(3.0)
+    save_checkpoint(tmp_path / "vit6.pt", model)
+    loaded, _ = load_model(tmp_path / "vit6.pt")
+    frame = check_network(loaded, "synthetic", **NETWORK)
+    assert (frame["level"] == "trained").all() and frame.attrs["level_reason"] == "weights were loaded into it"
+    assert failures(frame).empty and "blocks.2.act" in set(findings(frame)["site"])
+    assert network_level(create_model("vit6")) == ("init", "no weights were loaded into it and no batch norm has "
+                                                           "seen data")
+
+
+def test_a_model_that_create_model_did_not_make_needs_its_level_named():
+    model = bn_free_resnet20()
+    foreign = torch.nn.Sequential(*model.children())  # the same layers, and no record of loads
+    with pytest.raises(InvalidArgumentError, match="pass level='init' or level='trained'"):
+        check_network(foreign, "synthetic", **NETWORK)

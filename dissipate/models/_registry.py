@@ -165,7 +165,20 @@ def create_model(name: str, num_classes: int = 10, in_chans: int = 3, stem: str 
     model = entry.builder(num_classes=num_classes, in_chans=in_chans, **fixed, **kwargs)
     resolved = getattr(model, "resolved_options", {})  # defaults that depend on other options (a ViT's patch size)
     model.spec = ModelSpec(name, num_classes, in_chans, {**fixed, **options, **resolved})
+    return record_loads(model)
+
+
+def record_loads(model: nn.Module) -> nn.Module:
+    """`model` with `weights_loaded`: False now, True once any `load_state_dict` has loaded weights into it (a hook
+    sees every load, through dissipate's loaders or not). How the bound-check tells a net at initialisation from a
+    trained one whatever its normalisation; `create_model` records it on every model it builds."""
+    model.weights_loaded = False
+    model.register_load_state_dict_post_hook(_loaded)
     return model
+
+
+def _loaded(module: nn.Module, incompatible_keys) -> None:
+    module.weights_loaded = True
 
 
 def model_options(entry: ModelEntry | str, kwargs: dict[str, Any]) -> dict[str, Any]:

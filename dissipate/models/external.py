@@ -22,7 +22,7 @@ import torchvision
 from torch import nn
 
 from ..errors import InvalidArgumentError
-from ._registry import MAX_CLASSES, ModelSpec, register_source
+from ._registry import MAX_CLASSES, ModelSpec, record_loads, register_source
 from .adapters import adapt
 
 SOURCES = ("torchvision", "timm", "module")
@@ -97,7 +97,7 @@ def create_external(name: str, num_classes: int | None = None, in_chans: int = 3
     except TypeError as error:  # an option the builder does not take
         raise InvalidArgumentError(f"{name} cannot be built with options {options}: {error}") from None
     model.spec = ModelSpec(name, num_classes or _head_size(model), in_chans, dict(options))
-    return adapt(model)
+    return record_loads(adapt(model))
 
 
 def _head_size(model: nn.Module) -> int:
