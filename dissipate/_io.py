@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import stat
 import tempfile
 import warnings
 from pathlib import Path
@@ -24,8 +25,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     """
     path = Path(path)
     tmp = None
+    _remove_stray_temporaries(path)  # outside the try below: an error here names the temporary, not `path`
     try:
-        _remove_stray_temporaries(path)
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
         tmp = Path(name)
         os.fchmod(fd, 0o666 & ~_umask())  # what open() would have given the file, not mkstemp's 0600
@@ -58,11 +59,16 @@ def _umask() -> int:
 
 
 def _remove_stray_temporaries(path: Path) -> None:
-    """Delete `.NAME.PID.*.tmp` beside `path` left by processes that no longer run (a kill mid-write)."""
+    """Delete `.NAME.PID.*.tmp` beside `path` left by processes that no longer run (a kill mid-write). Only regular
+    files are ours (mkstemp makes nothing else): a directory or symlink planted at such a name is left alone."""
     for stray in path.parent.glob(f".{path.name}.*.tmp"):
         pid = stray.name[len(path.name) + 2:].partition(".")[0]
         if pid.isdigit() and not _running(int(pid)):
-            stray.unlink(missing_ok=True)  # a symlink is removed itself, never followed
+            try:
+                if stat.S_ISREG(stray.lstat().st_mode):
+                    stray.unlink()
+            except FileNotFoundError:  # removed meanwhile, by another process's write of `path`
+                pass
 
 
 def _running(pid: int) -> bool:
@@ -71,6 +77,8 @@ def _running(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's process
+        return True
+    except OverflowError:  # an id no process can have: no temporary of ours, so it is left alone
         return True
     return True
 

@@ -11,6 +11,7 @@ branch and the shortcut, or the branch and the coder), as the probe's `theory` m
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from torch import nn
 
@@ -26,6 +27,15 @@ MUST_HOLD = ("monte-carlo", "init")  # a row of these levels that does not hold 
 # Theorem 3.2's variance in a real net: var_meas / var_pred within [1 / VAR_TOLERANCE, VAR_TOLERANCE]. Measured at
 # initialisation (resnet20/56/18/50, pnnh20/56/18, seeds 0 and 1, 128 synthetic images): 0.89 to 1.08.
 VAR_TOLERANCE = 4 / 3
+# the site kinds whose activation Theorems 3.2 and 3.3 (about ReLU, which kills one half) do not describe, and why
+NOT_APPLICABLE = {
+    "tat": "TAT's leaky ReLU passes both signs, so no neuron dies",
+    "dks": "a DKS-transformed smooth activation has no dead half",
+    "iso": "SReLU, max(x, b), cuts at its learned threshold b (-1 at initialisation), not at 0",
+    "ll": "a CReLU keeps both halves, relu(x) and relu(-x), so nothing dies",
+    "dirac": "NCReLU keeps both halves, max(x, 0) and min(x, 0), so nothing dies",
+}
+NOT_AN_ACTIVATION = "they are not activations (attention and block outputs)"
 
 
 def check_monte_carlo(config: MonteCarloConfig | None = None) -> pd.DataFrame:
@@ -81,9 +91,25 @@ def check_rows(frame: pd.DataFrame, level: str) -> pd.DataFrame:
     table["margin"] = table["surv_meas"] - table["surv_bound"]
     ratio = table["var_meas"] / table["var_pred"]
     holds = (table["margin"] >= 0) & ratio.between(1 / VAR_TOLERANCE, VAR_TOLERANCE)
-    table["holds"] = holds.astype("boolean").mask(table["mu_pred"].isna())
+    broken = ~np.isfinite(table["mu_meas"]) & table["mu_meas"].notna() | _non_finite(frame)
+    table["holds"] = holds.astype("boolean").mask(table["mu_pred"].isna()).mask(broken, False)
     table.attrs.update(frame.attrs)
     return table[list(COLUMNS)]
+
+
+def inapplicable(frame: pd.DataFrame) -> pd.Series:
+    """Why the theorems do not apply at each row, "" where they do: a declared site that is not an activation, or an
+    activation they do not describe (NOT_APPLICABLE). Such rows have no prediction, and can neither hold nor fail."""
+    reasons = frame["kind"].map(NOT_APPLICABLE).fillna("")
+    # a declared output has measured moments and no surviving fraction; a non-finite site has neither, and fails
+    not_activation = frame["surv_meas"].isna() & frame["mu_meas"].notna() & frame["level"].ne("monte-carlo")
+    return reasons.mask(not_activation & reasons.eq(""), NOT_AN_ACTIVATION).mask(not_holding(frame), "")
+
+
+def _non_finite(frame: pd.DataFrame) -> pd.Series:
+    """The sites whose pre-activations were NaN or infinite (the probe gives their moments as NaN, with a note):
+    a net that computes no numbers there meets no bound."""
+    return frame["pre_mean"].isna() & frame["pre_var"].isna() & frame["surviving"].isna()
 
 
 def failures(frame: pd.DataFrame) -> pd.DataFrame:

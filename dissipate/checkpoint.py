@@ -9,12 +9,18 @@ Version 2 records every option the model was built with, defaults included; vers
 is read with the defaults of its day (`ModelEntry.first_defaults`).
 
 A bare state_dict (torchvision's weights, say) is accepted too, together with a model name.
+
+Checkpoints carry a SHA-256 of their tensors ("checksum"), checked as they are read: a changed byte is refused.
+Those written before it load with a notice. A file never chooses code to run: the model it records is rebuilt only
+when it is a registry, torchvision: or timm: name (`recorded_model`), or the `module:` factory that the caller named.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import reprlib
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -22,7 +28,7 @@ import torch
 from torch import nn
 
 from ._io import atomic_write, load_weights
-from .errors import CheckpointError, InvalidArgumentError, UnknownModelError
+from .errors import CheckpointError, InvalidArgumentError, Notice, UnknownModelError
 from .models import MAX_CHANNELS, MAX_CLASSES, check_options, create_model, external_source, get_model_entry
 from .models.external import head_classes
 
@@ -30,6 +36,7 @@ FORMAT = "dissipate"
 VERSION = 2
 READABLE = (1, 2)
 REQUIRED_KEYS = ("model", "model_kwargs", "state_dict", "num_classes", "in_chans")
+IDENTITY_KEYS = ("model", "model_kwargs", "num_classes", "in_chans")  # what the tensors are: in their checksum
 MAX_KEYS_SHOWN = 5
 HEADER_CHECKS = {  # what each header value must be, before a model is built from it
     "model": lambda v: isinstance(v, str) and 0 < len(v) < 100,
@@ -47,7 +54,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, dataset: str |
     loading accepts.
     """
     spec = getattr(model, "spec", None)
-    reserved = sorted(set(extra) & {"format", "version", *REQUIRED_KEYS})
+    reserved = sorted(set(extra) & {"format", "version", "checksum", *REQUIRED_KEYS})
     if reserved:
         raise InvalidArgumentError(f"save_checkpoint sets {', '.join(reserved)} itself; pass other names in extra")
     if spec is None:
@@ -56,6 +63,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, dataset: str |
     checkpoint = {"format": FORMAT, "version": VERSION, "model": spec.name, "model_kwargs": dict(spec.kwargs),
                   "state_dict": model.state_dict(), "num_classes": spec.num_classes, "in_chans": spec.in_chans,
                   "dataset": dataset, "epoch": epoch, "metrics": dict(metrics or {}), **extra}
+    checkpoint["checksum"] = tensor_checksum(checkpoint)
     return atomic_write(path, lambda file: torch.save(checkpoint, file))
 
 
@@ -75,11 +83,53 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         if wrong or not _is_state_dict(content["state_dict"]):
             what = ", ".join(wrong) if wrong else "a state_dict that is not a dict of named tensors"
             raise CheckpointError(f"{path} is a damaged dissipate checkpoint: it has {what[:200]}")
+        if "checksum" not in content:
+            warnings.warn(f"{path} has no checksum of its tensors (written before dissipate recorded one), so a "
+                          "damaged byte in them goes unnoticed", Notice, stacklevel=2)
+        elif content["checksum"] != tensor_checksum(content):
+            raise CheckpointError(f"{path} is damaged: its tensors, or the model they are of, do not match the "
+                                  "checksum written with them")
         return content
     if _is_state_dict(content):
         return {"format": None, "state_dict": content}
     raise CheckpointError(f"{path} is neither a dissipate checkpoint nor a state_dict "
                           f"(it holds a {type(content).__name__})")
+
+
+def tensor_checksum(content: Any) -> str:
+    """SHA-256 over every tensor in `content` (nested dicts and lists, the checksum itself left out), each with its
+    path, dtype and shape, in path order, and over the header that says what they are (model, options, classes,
+    channels): what a flipped byte in a checkpoint's tensor data changes, or weights relabelled as another model."""
+    digest = hashlib.sha256(repr([content.get(key) for key in IDENTITY_KEYS]).encode())
+    for path, tensor in sorted(_tensors(content, ""), key=lambda item: item[0]):
+        digest.update(f"{path}|{tensor.dtype}|{tuple(tensor.shape)}|{tensor.layout}|{tensor.device.type}|".encode())
+        if tensor.layout == torch.strided and tensor.device.type != "meta":  # no model of ours holds others, and
+            # `load_state_dict` refuses them
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def _tensors(content: Any, path: str):
+    if isinstance(content, torch.Tensor):
+        yield path, content
+    elif isinstance(content, dict):
+        for key, value in content.items():
+            if not (path == "" and key == "checksum"):
+                yield from _tensors(value, f"{path}/{key!r}")
+    elif isinstance(content, (list, tuple)):
+        for index, value in enumerate(content):
+            yield from _tensors(value, f"{path}/{index}")
+
+
+def recorded_model(checkpoint: dict, source: str) -> str:
+    """The model that a dissipate checkpoint records, where a file may choose it: a registry, torchvision: or timm:
+    name, each built through its library's own registry. A `module:` factory would be imported and run, so a file
+    may not name one: the caller names it (--model), which is the opt-in."""
+    name = checkpoint["model"]
+    if name.startswith("module:"):
+        raise CheckpointError(f"{source} records model {name!r}, and building it would import and run that code; "
+                              f"a file never chooses code to run, so if you trust it, name it yourself: --model {name}")
+    return name
 
 
 def _is_state_dict(content: Any) -> bool:
@@ -90,8 +140,9 @@ def _is_state_dict(content: Any) -> bool:
 def load_model(path: str | os.PathLike, name: str | None = None, **model_kwargs: Any) -> tuple[nn.Module, dict]:
     """Rebuild the model saved at `path` and load its weights; returns (model on CPU, checkpoint dict).
 
-    `name` is required for a bare state_dict (built with `model_kwargs`), and for a dissipate checkpoint it must
-    match the model the checkpoint was saved from.
+    `name` is required for a bare state_dict (built with `model_kwargs`). For a dissipate checkpoint it must match
+    the model the checkpoint was saved from; without it the checkpoint's own is built, unless that is a `module:`
+    factory, which only a caller who names it runs (`recorded_model`).
     """
     checkpoint = read_checkpoint(path)
     return model_from_checkpoint(checkpoint, name, source=str(path), **model_kwargs), checkpoint
@@ -107,7 +158,9 @@ def model_from_checkpoint(checkpoint: dict, name: str | None = None, source: str
             model_kwargs = {**model_kwargs, "num_classes": head_classes(checkpoint["state_dict"], name)}
         model = create_model(name, **model_kwargs)
     else:
-        if name is not None and name != checkpoint["model"]:
+        if name is None:
+            name = recorded_model(checkpoint, source)
+        if name != checkpoint["model"]:
             raise CheckpointError(f"{source} is a checkpoint of {checkpoint['model']!r}, not of {name!r}")
         try:
             model = create_model(checkpoint["model"], num_classes=checkpoint["num_classes"],

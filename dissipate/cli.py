@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 import warnings
 from pathlib import Path
 from typing import Callable, ContextManager, Iterable, List, Optional, TypeVar
@@ -24,11 +25,12 @@ from . import bound_check as checks
 from . import report
 from .analyses import ANALYSES, describe_plan, parse_jobs, parse_options, run_analyses
 from ._io import os_error_reason, writable_directory
-from .checkpoint import read_checkpoint
+from .checkpoint import read_checkpoint, recorded_model
 from .data import DATASETS, load_data
-from .errors import DissipateError, InvalidArgumentError
+from .errors import DissipateError, InvalidArgumentError, Notice
 from .models import external_source, get_model_entry, model_table, select_models
 from .models.external import hub_weights
+from .models.remedies import RepConv, reparameterize_model
 from .plots import plot_bound_check, plot_probes
 from .probe import METRICS, ProbeConfig, ProbeNotice, probe_model, read_probes, save_probe
 from .probe import probe as run_probe
@@ -77,7 +79,8 @@ def progress(items: Iterable[T], length: int | None = None, label: str = "") -> 
 
 
 def parse_model_args(items: Iterable[str]) -> dict[str, object]:
-    """{"coder_ratio": 0.5, ...} from ["coder_ratio=0.5", ...]: ints, floats and true/false as such, else strings."""
+    """{"coder_ratio": 0.5, ...} from ["coder_ratio=0.5", ...]: ints, floats and true/false as such, else strings.
+    A key given twice is refused: which of its values was meant is not for us to guess."""
     parsed: dict[str, object] = {}
     for item in items:
         key, sep, text = item.partition("=")
@@ -86,6 +89,8 @@ def parse_model_args(items: Iterable[str]) -> dict[str, object]:
         if key.strip() in SET_ELSEWHERE:
             raise InvalidArgumentError(f"--model-arg {key.strip()} is not a model option here: it follows "
                                        f"{SET_ELSEWHERE[key.strip()]}")
+        if key.strip() in parsed:
+            raise InvalidArgumentError(f"--model-arg {key.strip()} is given twice; give each option once")
         value: object = {"true": True, "false": False}.get(text.lower(), text)
         for number in (int, float):
             try:
@@ -145,6 +150,8 @@ FORMAT = typer.Option(OutputFormat.table, "--format", help="Output format on std
 WEIGHTS = typer.Option(None, help="Weights of a torchvision:, timm: or module: model: a state_dict file (read with "
                                   "weights_only), or a torchvision weight name (IMAGENET1K_V1, DEFAULT) whose file is "
                                   "in torch's hub cache [default: at initialisation].")
+DEPLOY = typer.Option(False, "--deploy", help="Fuse a RepVGG net's branches into one 3x3 conv per layer first: the "
+                                             "net as deployed, truly plain.")
 MODEL_HELP = ("Model: a name from `dissipate models`, torchvision:NAME, timm:NAME or module:PACKAGE.MODULE:FACTORY; "
               "a dissipate checkpoint names its own.")
 
@@ -162,15 +169,18 @@ def weights_file(model: str | None, checkpoint: Path | None, weights: str | None
 
 
 def load_model_and_data(model: str | None, model_args: Iterable[str], checkpoint: Path | None, data: str,
-                        data_dir: Path | None, image_size: int | None, num_images: int, seed: int):
+                        data_dir: Path | None, image_size: int | None, num_images: int, seed: int,
+                        deploy: bool = False):
     """(model, ImageData) for a probe: the data first (shaped by the checkpoint's channels, and a ViT's image size),
-    then the model shaped for it. `model` may be omitted for a dissipate checkpoint, which names its own."""
+    then the model shaped for it. `model` may be omitted for a dissipate checkpoint, which names its own. `deploy`
+    fuses a RepVGG net's branches into one conv per layer, as it is deployed."""
     saved = read_checkpoint(checkpoint) if checkpoint else None
+    named = model  # what the user named: the one model whose code a checkpoint's `module:` may run
     if model is None:
         if saved is None or saved["format"] is None:
             raise InvalidArgumentError("name a model with --model (or give a dissipate checkpoint, which names its "
                                        "own)")
-        model = saved["model"]
+        model = recorded_model(saved, str(checkpoint))
     options = parse_model_args(model_args)
     if not external_source(model):
         get_model_entry(model)  # an unknown name fails here, with suggestions, before any data is loaded
@@ -178,7 +188,12 @@ def load_model_and_data(model: str | None, model_args: Iterable[str], checkpoint
         image_size = saved["model_kwargs"].get("img_size")  # a ViT takes the size it was trained at
     images = load_data(data, image_size=image_size, in_chans=saved.get("in_chans") if saved else None,
                        length=num_images, root=data_dir, seed=seed)
-    return probe_model(model, images, saved, str(checkpoint), seed, **options), images
+    net = probe_model(named if saved else model, images, saved, str(checkpoint), seed, **options)
+    if deploy:
+        if not any(isinstance(m, RepConv) for m in net.modules()):
+            raise InvalidArgumentError(f"--deploy fuses a RepVGG net's branches, and {net.spec.name} has none")
+        reparameterize_model(net)
+    return net, images
 
 
 @app.command()
@@ -196,6 +211,7 @@ def probe(
     metrics: List[str] = typer.Option(list(METRICS), "--metrics", help="Metric families, comma-separated or "
                                                                        "repeated."),
     device: str = DEVICE,
+    deploy: bool = DEPLOY,
     out: Path = typer.Option(Path("probe-out"), help="Directory for probe.csv, probe.json and probe.png."),
     fmt: OutputFormat = FORMAT,
     seed: int = typer.Option(0, help="The initial weights (without --checkpoint), which images of a real dataset, "
@@ -206,7 +222,8 @@ def probe(
     config = ProbeConfig(metrics=tuple(metrics), num_images=num_images, batch_size=batch_size, device=device,
                          seed=seed, calibrate_bn=checkpoint is None)
     writable_directory(out, "--out")  # before the probe's minutes, not after
-    net, images = load_model_and_data(model, model_args, checkpoint, data, data_dir, image_size, num_images, seed)
+    net, images = load_model_and_data(model, model_args, checkpoint, data, data_dir, image_size, num_images, seed,
+                                      deploy)
 
     with warnings.catch_warnings(record=True) as notices:
         warnings.simplefilter("always", ProbeNotice)
@@ -239,6 +256,7 @@ def bound_check(
     num_images: int = typer.Option(256, help="Images the sites are measured on."),
     batch_size: int = BATCH_SIZE,
     device: str = DEVICE,
+    deploy: bool = DEPLOY,
     samples: int = typer.Option(1000, help="Monte Carlo: independent draws of input and weights per layer."),
     width: List[int] = typer.Option([256], help="Monte Carlo: layer width, repeatable."),
     seed: int = typer.Option(0, help="The initial weights, which images of a real dataset, the Monte Carlo draws."),
@@ -259,14 +277,16 @@ def bound_check(
     else:
         config = ProbeConfig(num_images=num_images, batch_size=batch_size, device=device, seed=seed,
                              calibrate_bn=checkpoint is None)
-        net, images = load_model_and_data(model, model_args, checkpoint, data, data_dir, image_size, num_images, seed)
+        net, images = load_model_and_data(model, model_args, checkpoint, data, data_dir, image_size, num_images, seed,
+                                          deploy)
         frame = checks.check_network(net, images, config, progress=progress)  # the level: what the net is
         title = f"{net.spec.name} ({frame['level'].iloc[0]}) on {images.name}"
     if out is not None:
         plot_bound_check(frame, out, title)
 
     shown = frame
-    inapplicable = frame["surv_meas"].isna() & frame["level"].ne("monte-carlo")  # no activation: no theorem
+    reasons = checks.inapplicable(frame)
+    inapplicable = reasons.ne("")
     if fmt is OutputFormat.table:
         verdicts = checks.verdicts(frame).astype(object).fillna("n/a").mask(inapplicable, "not applicable")
         shown = frame[list(checks.COLUMNS)].assign(holds=verdicts)
@@ -286,9 +306,8 @@ def bound_check(
         typer.echo(f"level {frame['level'].iloc[0]}: {frame.attrs['level_reason']}", err=True)
     predicted = frame[checks.verdicts(frame).notna()]
     must_hold, trained = predicted["level"].isin(checks.MUST_HOLD).sum(), (predicted["level"] == "trained").sum()
-    if inapplicable.any():
-        typer.echo(f"{inapplicable.sum()} sites are not activations (attention and block outputs): the theorems do "
-                   "not apply there", err=True)
+    for reason, rows in frame[inapplicable].groupby(reasons[inapplicable], sort=False):
+        typer.echo(f"{len(rows)} sites ({', '.join(rows['kind'].unique())}) are not applicable: {reason}", err=True)
     if len(predicted) + inapplicable.sum() < len(frame):
         typer.echo(f"{len(frame) - len(predicted) - inapplicable.sum()} sites have no prediction (their blocks "
                    "declare no parts, as a plain layer's do)", err=True)
@@ -315,7 +334,7 @@ def train(
     batch_size: int = typer.Option(TRAIN_DEFAULTS.batch_size, help="Global batch size (split over the processes of "
                                                                    "a torchrun job)."),
     optimizer: Optional[str] = typer.Option(None, help="sgd (nesterov) or adamw [default: the family's: adamw for "
-                                                       "the transformers, sgd otherwise]."),
+                                                       "the transformers and tatN, isoN, sgd otherwise]."),
     lr: Optional[float] = typer.Option(None, help=f"Peak learning rate [default: {_recipe('lr')}]."),
     momentum: float = typer.Option(TRAIN_DEFAULTS.momentum, help="SGD momentum, or AdamW's beta1."),
     wd: Optional[float] = typer.Option(None, help=f"Weight decay [default: {_recipe('wd')}; AdamW's on weight "
@@ -354,7 +373,7 @@ def train(
     if model is None:
         if not resume:
             raise InvalidArgumentError("name the model to train with --model")
-        model = read_resume_point(out)["train_config"]["model"]
+        model = recorded_model(read_resume_point(out), str(out / "latest.pt"))
     if not external_source(model):
         get_model_entry(model)  # an unknown name fails here, with suggestions, before any data is loaded
     config = TrainConfig(model=model, data=data, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
@@ -435,19 +454,41 @@ def figures(
 
 
 class Interrupted(BaseException):
-    """Ctrl-C, raised past typer, which turns a KeyboardInterrupt into a silent exit 130."""
+    """Ctrl-C (SIGINT) or SIGTERM (`signum`), raised past typer, which turns a KeyboardInterrupt into a silent exit
+    130."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+STOPPED_BY = (signal.SIGINT, signal.SIGTERM)  # handled alike: SIGTERM is how kill, Slurm and systemd stop a command
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    raise Interrupted
+    raise Interrupted(signum)
+
+
+def _show_notice(message, category, filename, lineno, file=None, line=None, _shown=warnings.showwarning) -> None:
+    """A Notice as one "note:" line on stderr; any other warning as Python shows it."""
+    if issubclass(category, Notice):
+        typer.echo(f"note: {message}", err=True)
+    else:
+        _shown(message, category, filename, lineno, file, line)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the `dissipate` script: run a command, turning a DissipateError into one line and an exit code."""
+    """Run a command (`dissipate.__main__.run`, the `dissipate` script, calls this), turning a DissipateError into one
+    line and an exit code, and SIGINT or SIGTERM into a line and exit 128 + the signal's number."""
     in_main_thread = threading.current_thread() is threading.main_thread()  # only there can signals be handled
-    previous = signal.signal(signal.SIGINT, _interrupt) if in_main_thread else None
+    previous = {signum: signal.signal(signum, _interrupt) for signum in STOPPED_BY} if in_main_thread else {}
     try:
-        app(args=argv, prog_name="dissipate")
+        if sys.stdout is None:  # started with stdout closed (`>&-`): the output would be lost without a word
+            raise InvalidArgumentError("stdout is closed, so the output would be lost; redirect it to a file (or to "
+                                       "/dev/null to discard it)")
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_notice
+            app(args=argv, prog_name="dissipate")
     except DissipateError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(error.exit_code)
@@ -456,15 +497,21 @@ def main(argv: list[str] | None = None) -> None:
                    "use fewer or smaller images, a smaller --batch-size or a smaller model", err=True)
         sys.exit(1)
     except OSError as error:  # the machine's, not the input's: a disk that filled, a file that vanished
-        culprit = error.filename or "a file"
+        culprit = error.filename
+        if culprit is None:  # typer.echo's writes to stdout name no file: a full disk behind `> FILE`, a closed pipe
+            frame = list(traceback.walk_tb(error.__traceback__))[-1][0]  # where it was raised
+            culprit = "stdout" if frame.f_code is typer.echo.__code__ and not frame.f_locals.get("err") else "a file"
         typer.echo(f"error: cannot write or read {culprit}: {os_error_reason(error)}", err=True)
         sys.exit(1)
-    except (KeyboardInterrupt, Interrupted):
+    except (KeyboardInterrupt, Interrupted) as error:
+        signum = getattr(error, "signum", signal.SIGINT)
         if in_main_thread:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C does not cut this message short
-        typer.echo("interrupted; files already written are complete (a training run resumes with --resume)",
-                   err=True)
-        sys.exit(130)
+            for stop in STOPPED_BY:  # a second signal does not cut this message short
+                signal.signal(stop, signal.SIG_IGN)
+        typer.echo(f"{'interrupted' if signum == signal.SIGINT else 'terminated'}; files already written are complete "
+                   "(a training run resumes with --resume)", err=True)
+        sys.exit(128 + signum)  # what a shell reports for a command killed by the signal: 130 (SIGINT), 143 (SIGTERM)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            if handler is not None:  # None: a handler that C code installed, which Python cannot put back
+                signal.signal(signum, handler)

@@ -44,8 +44,13 @@ class DatasetNotFoundError(DissipateError, FileNotFoundError):
 
 
 def data_dir(path: str | os.PathLike | None = None) -> Path:
-    """The data dir: `path`, else $DISSIPATE_DATA, else ~/.cache/dissipate."""
-    return Path(path or os.environ.get("DISSIPATE_DATA") or Path.home() / ".cache" / "dissipate").expanduser()
+    """The data dir: `path`, else $DISSIPATE_DATA, else ~/.cache/dissipate. InvalidArgumentError when it is a file,
+    which would otherwise surface as an error about a folder inside it."""
+    root = Path(path or os.environ.get("DISSIPATE_DATA") or Path.home() / ".cache" / "dissipate").expanduser()
+    if root.exists() and not root.is_dir():
+        raise InvalidArgumentError(f"the data dir {root} is a file, not a directory; point --data-dir (or "
+                                   "$DISSIPATE_DATA) at a directory")
+    return root
 
 
 def downloads_allowed() -> bool:

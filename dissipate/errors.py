@@ -46,3 +46,8 @@ class RunsFailed(DissipateError, RuntimeError):
     """Training runs of `dissipate figures --jobs` that failed; the others finished and are cached."""
 
     exit_code = 1
+
+
+class Notice(UserWarning):
+    """Something to know that is not an error (a checkpoint without a checksum, a metric left out): a warning, which
+    the CLI prints as one "note:" line."""

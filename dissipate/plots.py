@@ -16,7 +16,10 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
 from ._io import atomic_write
 
-KIND_COLOURS = {"plain": "#7f7f7f", "residual": "#1f77b4", "pnnh": "#ff7f0e", "unknown": "#2ca02c"}
+KIND_COLOURS = {"plain": "#7f7f7f", "residual": "#1f77b4", "pnnh": "#ff7f0e", "unknown": "#2ca02c",
+                # the remedies' sites (models/remedies.py), in their families' colours below
+                "tat": "#8c564b", "dks": "#c49c94", "iso": "#bcbd22", "ll": "#e377c2", "dirac": "#9edae5",
+                "repvgg": "#393b79"}
 
 
 def _probe_panels(frame: pd.DataFrame) -> list[tuple[str, pd.Series, str | None]]:
@@ -52,10 +55,10 @@ def probe_figure(frame: pd.DataFrame, title: str | None = None) -> Figure | None
     depth = frame["depth"].to_numpy()
     for axis, (label, values, reference) in zip(axes, panels, strict=True):
         axis.plot(depth, values.to_numpy(), color="0.8", linewidth=1, zorder=1)
-        for kind, colour in KIND_COLOURS.items():
+        for kind in dict.fromkeys(frame["kind"]):  # every kind present is drawn, those without a colour of their own too
             chosen = (frame["kind"] == kind).to_numpy()
-            if chosen.any():
-                axis.scatter(depth[chosen], values.to_numpy()[chosen], s=14, color=colour, label=kind, zorder=2)
+            axis.scatter(depth[chosen], values.to_numpy()[chosen], s=14, color=KIND_COLOURS.get(kind, "black"),
+                         label=kind, zorder=2)
         if reference and reference in frame and frame[reference].notna().any():
             axis.axhline(frame[reference].iloc[0], color="crimson", linestyle="--", linewidth=1, label="noise level")
         _depth_panel(axis, label)
@@ -129,11 +132,10 @@ def plot_bound_check(frame: pd.DataFrame, path: str | os.PathLike, title: str | 
     axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
     for axis, ((level, model), group) in zip(axes, groups, strict=False):  # spare axes are hidden below
         position = np.arange(1, len(group) + 1)
-        for kind, colour in KIND_COLOURS.items():
+        for kind in dict.fromkeys(group["kind"]):
             chosen = (group["kind"] == kind).to_numpy()
-            if chosen.any():
-                axis.scatter(position[chosen], group["surv_meas"].to_numpy()[chosen], s=16, color=colour,
-                             label=f"measured ({kind})", zorder=2)
+            axis.scatter(position[chosen], group["surv_meas"].to_numpy()[chosen], s=16,
+                         color=KIND_COLOURS.get(kind, "black"), label=f"measured ({kind})", zorder=2)
         axis.scatter(position, group["surv_bound"].to_numpy(), marker="_", s=90, color="black",
                      label="Theorem 3.3 bound", zorder=3)
         failed = group["holds"].astype("boolean").eq(False).fillna(False).to_numpy(dtype=bool)  # NA: no prediction
@@ -159,9 +161,11 @@ def plot_bound_check(frame: pd.DataFrame, path: str | os.PathLike, title: str | 
 # -- the analyses' figures (dissipate.analyses): one colour per family across every figure --------------------------
 
 FAMILY_COLOURS = {"plain": KIND_COLOURS["plain"], "resnet": KIND_COLOURS["residual"], "pnnh": KIND_COLOURS["pnnh"],
-                  "vgg": "#9467bd", "plainvit": "#3b3b3b", "vit": "#17becf", "pnnhvit": "#d62728"}  # ViTs: kin hues
+                  "vgg": "#9467bd", "plainvit": "#3b3b3b", "vit": "#17becf", "pnnhvit": "#d62728",  # ViTs: kin hues
+                  **{family: KIND_COLOURS[family] for family in ("tat", "iso", "ll", "dirac", "repvgg")}}
 FAMILY_LABELS = {"plain": "plain", "resnet": "residual (ResNet)", "pnnh": "PNNH", "vgg": "VGG (plain, BN)",
-                 "plainvit": "plain ViT", "vit": "ViT (residual)", "pnnhvit": "PNNH-ViT"}
+                 "plainvit": "plain ViT", "vit": "ViT (residual)", "pnnhvit": "PNNH-ViT", "tat": "TAT (no BN)",
+                 "iso": "ISONet (no BN)", "ll": "looks-linear", "dirac": "DiracNet", "repvgg": "RepVGG"}
 KIND_FAMILY = {"plain": "plain", "residual": "resnet", "pnnh": "pnnh"}  # a site's kind drawn in its family's colour
 DEPTH_LINESTYLES = ("-", "--", ":", "-.")  # the shallowest model of a family solid, deeper ones dashed, dotted
 

@@ -14,7 +14,9 @@ first (site, depth, kind, module, channels), then the metric columns of the desi
   such as the branch and the shortcut; NaN, no prediction, where it declares none), surv_bound (Theorem 3.3)
 
 Metrics that need the read-out's images (ssim, dists) take a second pass over the scoring half, once the read-out
-is fit. Everything else is computed in one pass and kept as per-channel statistics.
+is fit. Everything else is computed in one pass and kept as per-channel statistics. A site whose pre-activations or
+activations are NaN or infinite (a model that overflows) gets NaN there, and one ProbeNotice names such sites; the
+others report as usual.
 """
 
 from __future__ import annotations
@@ -24,25 +26,27 @@ import dataclasses
 import difflib
 import json
 import re
+import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ContextManager, Iterable, Iterator, Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from . import __version__
+from . import record as record_module
 from ._io import atomic_write, writable_directory
 from .checkpoint import model_from_checkpoint
 from .data import ImageData, downloads_allowed, load_data, synthetic_source
-from .errors import CheckpointError, InvalidArgumentError
+from .errors import CheckpointError, DissipateError, InvalidArgumentError, Notice
 from .models import create_model
+from .models.external import fixed_image_size
 from .models.pnnh import explicit_code
-from .plots import plot_probe
+from .plots import _probe_panels, plot_probe
 from .metrics import ChannelCovariance, ChannelSurvival, LinearReadout, MinibatchCKA, Moments
 from .metrics.cka import Reference, gram_linear
 from .metrics.rank import decompose_together
@@ -70,7 +74,7 @@ def no_progress(items: Iterable, length: int, label: str) -> ContextManager[Iter
     return contextlib.nullcontext(items)
 
 
-class ProbeNotice(UserWarning):
+class ProbeNotice(Notice):
     """Something the probe could not compute, said once (such as DISTS without its weight files)."""
 
 
@@ -157,6 +161,8 @@ class SiteStats:
         self.dists_sum, self.dists_count = 0.0, 0
         self.dists: nn.Module | None = None  # piq's DISTS, set for the second pass when available
         self.components: dict[Component, Moments] = {}  # the summands of the pre-activation its block declares
+        self.finite_pre: torch.Tensor | bool = True  # see flag_non_finite
+        self.finite_post: torch.Tensor | bool = True
 
     def accumulators(self) -> list:
         """Everything that holds this site's sums (the read-out apart: it keeps its map on the device)."""
@@ -177,6 +183,19 @@ class SiteStats:
             self.cka.update(gram_linear(post), batch.images_cka)
         if self.readout:
             self.readout.update(post, batch.images, batch.index)
+
+    def flag_non_finite(self) -> None:
+        """`finite_pre`, `finite_post`: whether the sums over the site's pre-activations (survival, moments) and over
+        its activations (every other family) are all finite, as device flags that `_read_back` reads with the sums,
+        so that the probe can say where the activations were NaN or infinite at no synchronisation of its own."""
+        def finite(*named: tuple[object, str]) -> torch.Tensor | bool:  # (holder, attribute): None where not asked for
+            sums = [value for holder, name in named if torch.is_tensor(value := getattr(holder, name, None))]
+            return torch.stack([torch.isfinite(value).all() for value in sums]).all() if sums else True
+
+        self.finite_pre = finite((self.survival, "positive"), (self.pre, "sum"), (self.pre, "sum_sq"))
+        self.finite_post = finite((self.post, "sum"), (self.post, "sum_sq"), (self.covariance, "gram"),
+                                  (self.covariance, "sum"), (self.cka, "sums"),
+                                  *((part, "ftf") for part in (self.readout.parts if self.readout else ())))
 
     def score(self, post: torch.Tensor, batch: Batch) -> None:
         """Second pass: SSIM and DISTS between the scoring half's images and their read-out from this site."""
@@ -282,16 +301,32 @@ def _batches(data: ImageData, dataset, config: ProbeConfig, device: torch.device
 
 @contextlib.contextmanager
 def _explain_forward_errors(model: nn.Module, data: ImageData) -> Iterator[None]:
-    """A forward pass that fails on the data's images (wrong size or channels) becomes one sentence."""
+    """A forward pass that fails on the data's images (wrong size or channels: a RuntimeError) becomes one sentence,
+    as does any error from the forward of a model nobody here wrote (torchvision:, timm:, module:, or a model passed
+    in), such as a library's AssertionError on the image size. What the probe's own hooks raise, and what else
+    dissipate's own models raise, are bugs of dissipate and stay as they are."""
     try:
         yield
     except torch.OutOfMemoryError:
         raise InvalidArgumentError(f"{_model_name(model)} ran out of memory on this device; "
                                    "lower the batch size") from None
-    except RuntimeError as error:
-        reason = str(error).strip().splitlines()[0][:160]
-        raise InvalidArgumentError(f"{_model_name(model)} cannot take {data.name} images of "
-                                   f"{data.in_chans}x{data.image_size}x{data.image_size}: {reason}") from None
+    except (DissipateError, MemoryError):
+        raise
+    except Exception as error:
+        in_hook = any(frame.f_code.co_filename == record_module.__file__ for frame, _ in traceback.walk_tb(
+            error.__traceback__))
+        users = not type(model).__module__.startswith(f"{__package__}.")
+        if in_hook or not (users or isinstance(error, RuntimeError)):
+            raise
+        name, size, needed = _model_name(model), data.image_size, fixed_image_size(model)
+        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else "no message"
+        images = f"{data.name} images of {data.in_chans}x{size}x{size}"
+        if needed and needed != size:
+            raise InvalidArgumentError(f"{name} takes {needed}x{needed} images, not {images}; resize them to "
+                                       f"{needed} px") from None
+        if isinstance(error, RuntimeError):
+            raise InvalidArgumentError(f"{name} cannot take {images}: {reason}") from None
+        raise InvalidArgumentError(f"{name}'s forward raised {type(error).__name__} on {images}: {reason}") from None
 
 
 def _forward(model: nn.Module, data: ImageData, images: torch.Tensor) -> None:
@@ -330,8 +365,15 @@ def calibrate_batchnorm(model: nn.Module, inputs: Iterable[torch.Tensor]) -> Non
 
 
 def _check_finite_weights(model: nn.Module) -> None:
-    """One read for the whole model: which of its floating tensors hold NaN or infinite values."""
+    """One read for the whole model: which of its floating tensors hold NaN or infinite values. A lazy module's
+    parameter that no forward pass has sized yet is refused first: it holds no values to check or probe."""
     named = [(name, t) for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_floating_point()]
+    for name, tensor in named:
+        if nn.parameter.is_lazy(tensor):
+            module = type(model.get_submodule(name.rpartition(".")[0])).__name__
+            raise InvalidArgumentError(f"{_model_name(model)}'s {name} is not initialised yet (a {module} sizes it on "
+                                       "the first forward pass): run a batch through the model before probing it, "
+                                       "or build it with its sizes")
     if not named:
         return
     finite = torch.stack([torch.isfinite(t).all().to(named[0][1].device) for _, t in named]).tolist()
@@ -375,7 +417,10 @@ def probe(model: nn.Module, data: ImageData | str | torch.Tensor = "synthetic", 
         finally:
             model.train(was_training)
 
+    for site_stats in stats.values():
+        site_stats.flag_non_finite()
     _read_back(stats.values(), image_moments)
+    _note_non_finite(stats.values())
     rows, layer_input = [], image_moments.result()
     for site_stats in stats.values():
         rows.append(site_stats.row(layer_input))
@@ -383,7 +428,6 @@ def probe(model: nn.Module, data: ImageData | str | torch.Tensor = "synthetic", 
     frame = pd.DataFrame(rows, columns=[*IDENTITY_COLUMNS, *(c for m in config.metrics for c in METRIC_COLUMNS[m])])
     if "dists" in config.metrics:
         frame["dists_noise"] = dists_noise
-    _check_finite_moments(frame)
     frame.attrs.update(model=_model_name(model), data=data.name, calibrated_bn=calibrate,
                        config=dataclasses.asdict(config), pnnh_switched_to_explicit=switched)
     return frame
@@ -480,13 +524,22 @@ def _read_back(stats: Iterable[SiteStats], *others) -> None:
             setattr(holder, name, part.view(value.shape).to(value.dtype))
 
 
-def _check_finite_moments(frame: pd.DataFrame) -> None:
-    if "pre_mean" not in frame:
-        return
-    bad = ~np.isfinite(frame[["pre_mean", "pre_var"]].to_numpy(dtype=float)).all(axis=1)
-    if bad.any():
-        raise InvalidArgumentError(f"the pre-activations at {frame.loc[bad, 'site'].iloc[0]} are NaN or infinite: "
-                                   "the model or its inputs overflow; check the checkpoint and the data")
+def _note_non_finite(stats: Iterable[SiteStats]) -> None:
+    """One ProbeNotice naming the sites whose pre-activations or activations were NaN or infinite (their sums,
+    `SiteStats.flag_non_finite`, read back): the metrics measured from them are NaN there, and every other site
+    still reports. A net whose last layers overflow is still worth a table; a decomposition of NaN is not."""
+    found = {}
+    for site_stats in stats:
+        what = [name for name, finite in (("pre-activations", site_stats.finite_pre),
+                                          ("activations", site_stats.finite_post)) if not finite]
+        if what:
+            found[site_stats.site.name] = " and ".join(what)
+    if found:
+        named = ", ".join(f"{site} ({what})" for site, what in list(found.items())[:5])
+        more = f" and {len(found) - 5} more sites" if len(found) > 5 else ""
+        warnings.warn(f"NaN or infinite values (or too large to sum) at {named}{more}: what is measured from them is "
+                      "NaN or infinite there; the model overflows, or its weights are broken", ProbeNotice,
+                      stacklevel=3)
 
 
 def probe_model(name: str, data: ImageData, checkpoint: dict | None = None, source: str = "checkpoint",
@@ -523,7 +576,9 @@ def read_probes(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
     """{label: probe frame} from probe.csv files (`dissipate probe`) and probes.csv files (`dissipate train
     --probe-every`: one series per epoch), for `plots.plot_probes`. A series is labelled by its file's folder, and
     its epoch. Files that measured different metric families, or that different versions of dissipate wrote (as the
-    probe_config.json beside them says), are refused with one sentence: their rows would not compare."""
+    probe_config.json beside them says), are refused with one sentence: their rows would not compare. So is a file
+    that would draw nothing or nonsense: no rows, a depth or channel count that is not a number (or a metric that is
+    text), a site listed twice (in one epoch), or no value in any column the figure draws."""
     series: dict[str, pd.DataFrame] = {}
     families: dict[str, str] = {}
     versions: dict[str, str] = {}
@@ -534,6 +589,16 @@ def read_probes(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
             raise InvalidArgumentError(f"cannot read {path} as a probe's CSV: {str(error).splitlines()[0]}") from None
         if not {"site", "depth", "channels"} <= set(frame.columns):
             raise InvalidArgumentError(f"{path} is not a probe's CSV (it has no site, depth and channels columns)")
+        if frame.empty:
+            raise InvalidArgumentError(f"{path} has a header and no rows: no site to draw")
+        for column in ("depth", "channels", *(c for m in METRIC_COLUMNS.values() for c in m if c in frame)):
+            values = pd.to_numeric(frame[column], errors="coerce")
+            bad = values.isna() & (frame[column].notna() | (column in ("depth", "channels")))
+            if bad.any():
+                value = frame[column][bad].iloc[0]
+                shown = repr(value) if isinstance(value, str) else "a missing value"
+                raise InvalidArgumentError(f"{path} has {shown} in its {column} column, where a number belongs")
+            frame[column] = values
         families[str(path)] = ", ".join(m for m, columns in METRIC_COLUMNS.items() if set(columns) & set(frame))
         try:
             versions[str(path)] = str(json.loads((path.parent / "probe_config.json").read_text())["version"])
@@ -543,6 +608,13 @@ def read_probes(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
         label = str(path) if any(name.split(", epoch ")[0] == label for name in series) else label
         groups = frame.groupby("epoch", sort=True) if "epoch" in frame else [(None, frame)]
         for epoch, rows in groups:
+            twice = rows["site"][rows["site"].duplicated()]
+            if len(twice):
+                where = "" if epoch is None else f" in epoch {epoch}"
+                raise InvalidArgumentError(f"{path} lists site {twice.iloc[0]} twice{where}: one row per site")
+            if not any(values.notna().any() for _, values, _ in _probe_panels(rows)):
+                raise InvalidArgumentError(f"{path} has nothing to draw: surviving, erank, cka_input, recon_r2 and "
+                                           "dists_input are all missing or NaN")
             series[label if epoch is None else f"{label}, epoch {epoch}"] = rows.reset_index(drop=True)
     for what, found in (("metric families", families), ("versions of dissipate", versions)):
         if len(set(found.values())) > 1:

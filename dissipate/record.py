@@ -38,7 +38,8 @@ ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
 )
 ACTIVATION_NAMES = frozenset(
     {"relu", "relu6", "leakyrelu", "prelu", "elu", "selu", "celu", "gelu", "gelutanh", "quickgelu", "silu", "swish",
-     "mish", "hardswish", "hardsigmoid", "hardtanh", "sigmoid", "tanh", "softplus", "starrelu"})
+     "mish", "hardswish", "hardsigmoid", "hardtanh", "sigmoid", "tanh", "softplus", "starrelu",
+     "transformedactivation", "srelu", "crelu", "ncrelu"})  # the last four: the remedies' (models/remedies.py)
 
 SiteCallback = Callable[["Site", torch.Tensor, torch.Tensor], None]
 ComponentCallback = Callable[["Component", torch.Tensor], None]

@@ -23,8 +23,17 @@ LEGEND = {
                 "nothing left",
     "dists_input": "DISTS between the image and its read-out; 0 is identical, dists_noise (in the CSV) is noise",
 }
+# what `surviving` says at the sites of the remedies whose activation is not ReLU's (docs/design.md, the remedies)
+SURVIVING_AT = {
+    "tat": "a leaky ReLU passes both signs: the fraction on its identity side; none dies",
+    "dks": "a smooth activation: the fraction of positive inputs; none dies",
+    "iso": "SReLU cuts at its learned threshold (-1 at initialisation): the fraction above 0, not those alive",
+    "ll": "a CReLU keeps both halves: which half carries each neuron; none dies",
+    "dirac": "NCReLU keeps both halves: which half carries each neuron; none dies",
+}
 COUNTERPART = {"plain": "resnet", "resnet": "plain", "pnnh": "resnet",  # the family to compare a probe with
-               "plainvit": "vit", "vit": "plainvit", "pnnhvit": "vit"}
+               "plainvit": "vit", "vit": "plainvit", "pnnhvit": "vit",
+               **dict.fromkeys(("tat", "iso", "ll", "dirac", "repvgg"), "plain")}
 
 
 def view(frame: pd.DataFrame) -> pd.DataFrame:
@@ -35,9 +44,12 @@ def view(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def legend(shown: pd.DataFrame) -> list[str]:
-    """One line per metric column of `shown`: its name and a few words on what it means."""
+    """One line per metric column of `shown`: its name and a few words on what it means; and what `surviving` means
+    at the sites of each kind whose activation is not ReLU's."""
     width = max((len(c) for c in shown if c in LEGEND), default=0)
-    return [f"  {column:<{width}}  {LEGEND[column]}" for column in shown if column in LEGEND]
+    lines = [f"  {column:<{width}}  {LEGEND[column]}" for column in shown if column in LEGEND]
+    kinds = dict.fromkeys(shown["kind"]) if "surviving" in shown and "kind" in shown else {}
+    return lines + [f"  surviving at a {kind} site: {SURVIVING_AT[kind]}" for kind in kinds if kind in SURVIVING_AT]
 
 
 def summary(frame: pd.DataFrame, model: str | None = None) -> list[str]:

@@ -2,6 +2,7 @@
 
 import torch
 
+from dissipate.checkpoint import tensor_checksum
 from dissipate.cli import main
 
 ACTIVATION_TYPES = (torch.nn.ReLU, torch.nn.GELU, torch.nn.SiLU)
@@ -55,3 +56,9 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
         code = exit_.code or 0
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def save_resigned(checkpoint: dict, path) -> None:
+    """Save a changed checkpoint with a checksum that fits its new tensors: a file rewritten by someone who knows the
+    format, so that what a test changed reaches the checks behind the checksum's."""
+    torch.save({**checkpoint, "checksum": tensor_checksum(checkpoint)}, path)

@@ -177,3 +177,22 @@ def test_a_model_that_create_model_did_not_make_needs_its_level_named():
     foreign = torch.nn.Sequential(*model.children())  # the same layers, and no record of loads
     with pytest.raises(InvalidArgumentError, match="pass level='init' or level='trained'"):
         check_network(foreign, "synthetic", **NETWORK)
+
+
+def test_a_net_whose_activations_are_nan_fails_at_initialisation(capsys):
+    """The probe gives a non-finite site NaN measurements and a note; the check must not take those for a site
+    without a prediction, or for a declared output: a net that computes no numbers meets no bound."""
+    name = "module:tests.test_bound_check:nan_resnet20"
+    code, out, err = run_cli(capsys, "bound-check", "--model", name, "--format", "csv", "--num-images", "16",
+                             "--device", "cpu")
+    table = pd.read_csv(io.StringIO(out))
+    assert code == 1 and "FAILED" in err and "not applicable" not in err
+    assert (~table["holds"].astype("boolean")).all()  # every site after the NaN, the plain ones too
+
+
+def nan_resnet20() -> torch.nn.Module:
+    """resnet20 whose stem weights are finite but overflow: its activations are infinite, then NaN."""
+    model = create_model("resnet20")
+    with torch.no_grad():
+        model.conv1.weight.fill_(3e38)
+    return model

@@ -135,7 +135,7 @@ def test_probe_model_args_reach_the_model(capsys, tmp_path):
     config = json.loads((tmp_path / "probe_config.json").read_text())
     assert config["model_kwargs"] == {"stem": "cifar", "downsample_block": "original", "coder_ratio": 0.5,
                                       "learner_ratio": 1.0, "act": "relu", "coder": "orthogonal", "impl": "fused",
-                                      "orthogonal_map": "cayley"}
+                                      "orthogonal_map": "cayley", "width": 1.0}
 
 
 def test_bound_check_without_arguments_is_the_monte_carlo_level(capsys):

@@ -16,7 +16,7 @@ from dissipate.checkpoint import load_model, read_checkpoint, save_checkpoint
 from dissipate.errors import CheckpointError
 from dissipate.models import create_model
 from dissipate.train import TrainConfig, train
-from tests.helpers import Exploit, run_cli
+from tests.helpers import Exploit, run_cli, save_resigned
 from tests.test_data import write_idx
 from tests.test_train import TINY
 
@@ -43,7 +43,7 @@ def checkpoint(tmp_path_factory):
     ("model_kwargs", {"residual": False}, "takes no argument residual")])
 def test_a_checkpoint_header_of_the_wrong_type_or_size_is_named(tmp_path, capsys, checkpoint, key, value, named):
     path = tmp_path / "hostile.pt"
-    torch.save({**checkpoint, key: value}, path)
+    save_resigned({**checkpoint, key: value}, path)
     code, _, err = run_cli(capsys, "probe", "--checkpoint", str(path), "--num-images", "8", "--out", str(tmp_path))
     assert_one_line_error(code, err, str(path), named)
 
@@ -59,7 +59,7 @@ def test_weights_that_would_be_cast_or_poison_the_numbers_are_refused(tmp_path, 
     state = dict(checkpoint["state_dict"])
     state[key] = change(state[key])
     path = tmp_path / "odd.pt"
-    torch.save({**checkpoint, "state_dict": state}, path)
+    save_resigned({**checkpoint, "state_dict": state}, path)
     with pytest.raises(CheckpointError, match=message):
         load_model(path)
     code, _, err = run_cli(capsys, "probe", "--checkpoint", str(path), "--num-images", "8", "--out", str(tmp_path))
@@ -69,7 +69,7 @@ def test_weights_that_would_be_cast_or_poison_the_numbers_are_refused(tmp_path, 
 def damage(path, change) -> None:
     saved = torch.load(path, weights_only=True)
     change(saved)
-    torch.save(saved, path)
+    save_resigned(saved, path)
 
 
 def _set(mapping: dict, key, value) -> None:

@@ -20,7 +20,7 @@ from .._io import atomic_write, writable_directory
 from ..checkpoint import read_checkpoint
 from ..data import SYNTHETIC_VERSION, is_synthetic, load_data
 from ..models import TRANSFORMER_FAMILIES, count_flops, create_model, get_model_entry, model_options
-from ..errors import TrainingDiverged
+from ..errors import InvalidArgumentError, TrainingDiverged
 from ..probe import ProbeConfig, ProbeNotice, probe, probe_model, resolve_device
 from ..train import (LOG_COLUMNS, OPTIMIZER_RECIPES, PROBE_FIELDS, PROBES_FILE, RUNTIME_FIELDS, TrainConfig,
                      family_optimizer, train)
@@ -170,6 +170,26 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
     atomic_write(path, lambda f: f.write(frame.to_csv(index=False).encode()))
 
 
+def damaged(path: Path, why: str, redo: Path | None = None) -> InvalidArgumentError:
+    """The error for a file of the cache (or a result beside it) that is not what dissipate wrote. Each is written
+    whole (atomic_write), so something else changed it: it is named and kept, not silently rebuilt over, since
+    whoever changed it may want it; deleting `redo` (the file itself, or its run's directory) or --force redoes it."""
+    return InvalidArgumentError(f"{path} is damaged ({why}); delete {redo or path} to compute it again, or "
+                                "recompute everything with --force")
+
+
+def read_cached(path: Path, columns: tuple[str, ...] = (), redo: Path | None = None) -> pd.DataFrame:
+    """The CSV at `path`, which dissipate wrote, with `columns`; `damaged` when it is not."""
+    try:
+        frame = pd.read_csv(path)
+    except ValueError as error:  # pandas' ParserError and EmptyDataError, and bad UTF-8
+        raise damaged(path, (str(error).strip().splitlines() or [type(error).__name__])[0][:100], redo) from None
+    missing = [column for column in columns if column not in frame]
+    if missing:
+        raise damaged(path, f"it has no {missing[0]} column", redo)
+    return frame
+
+
 @dataclass
 class Run:
     """A training run of a preset's recipe: its log, its final checkpoint, the epoch it diverged in (if it did, its
@@ -184,7 +204,8 @@ class Run:
 def finished(run: Path, config: TrainConfig) -> bool:
     """Whether the run in `run` is over: all its epochs logged, or recorded as diverged."""
     log = run / "log.csv"
-    return (run / "diverged.txt").is_file() or (log.is_file() and len(pd.read_csv(log)) >= config.epochs)
+    return (run / "diverged.txt").is_file() or (log.is_file() and len(read_cached(log, LOG_COLUMNS, run))
+                                                 >= config.epochs)
 
 
 def train_run(config: TrainConfig, run: Path) -> str | None:
@@ -223,11 +244,12 @@ class Context:
         self.recipe = RECIPES[self.preset]
         self.cache = writable_directory(self.out / "cache", "the figures' cache")
         resolve_device(self.device)  # a device that is not here fails now, not at the first run
-        (self.cache / ".gitignore").write_text("*\n")  # runs hold checkpoints: never commit the cache
+        atomic_write(self.cache / ".gitignore", lambda f: f.write(b"*\n"))  # runs hold checkpoints: never commit them
 
-    def _stale(self, key: str, cached: bool) -> bool:
-        """Whether to compute `key`: it is not cached, or --force asks and it was not redone in this invocation."""
-        if cached and not (self.force and key not in self._fresh):
+    def _stale(self, key: str, cached: Callable[[], bool]) -> bool:
+        """Whether to compute `key`: --force asks and it was not redone in this invocation, or it is not cached
+        (`cached()`, not asked under --force: a damaged cache is what --force redoes)."""
+        if not (self.force and key not in self._fresh) and cached():
             return False
         self._fresh.add(key)
         return True
@@ -263,7 +285,7 @@ class Context:
         config = self.train_config(variant, data)
         run = self.run_dir(config)
         log, diverged = run / "log.csv", run / "diverged.txt"
-        if self._stale(str(run), finished(run, config)):
+        if self._stale(str(run), lambda: finished(run, config)):
             if self.force:
                 shutil.rmtree(run, ignore_errors=True)
             resume = (run / "latest.pt").is_file()
@@ -272,10 +294,13 @@ class Context:
             note = train_run(config, run)
             if note:
                 self.say(f"{variant.label}: {note}")
-        history = pd.read_csv(log) if log.is_file() else pd.DataFrame(columns=list(LOG_COLUMNS))
-        probes = pd.read_csv(run / PROBES_FILE) if (run / PROBES_FILE).is_file() else pd.DataFrame()
+        history = read_cached(log, LOG_COLUMNS, run) if log.is_file() else pd.DataFrame(columns=list(LOG_COLUMNS))
+        probes = read_cached(run / PROBES_FILE, ("epoch",), run) if (run / PROBES_FILE).is_file() else pd.DataFrame()
         if diverged.is_file():
-            return Run(history, None, int(diverged.read_text().split()[0]), probes)
+            epoch = diverged.read_text(errors="replace").split()[:1]
+            if not epoch or not epoch[0].isdecimal():
+                raise damaged(diverged, "it does not start with the epoch the run diverged in", run)
+            return Run(history, None, int(epoch[0]), probes)
         return Run(history, run / "latest.pt", probes=probes)
 
     # -- probes -----------------------------------------------------------------------------------------------------
@@ -296,8 +321,8 @@ class Context:
         options = model_options(variant.model, variant.options)
         key = digest([variant.model, options, state, data, source, r.probe_images, r.probe_metrics])
         path = self.cache / self.preset / "probes" / f"{variant.model}-{state}-{data.partition(':')[0]}-{key}.csv"
-        if not self._stale(str(path), path.is_file()):
-            return pd.read_csv(path)
+        if not self._stale(str(path), path.is_file):
+            return read_cached(path, ("site", "depth"))
         if state == "init":
             images = load_data(data, image_size=r.init_image_size, length=r.probe_images, root=self.data_dir)
             net = probe_model(variant.model, images, **variant.options)
@@ -344,9 +369,10 @@ class Context:
         if getattr(analysis, "INPUTS", ()):  # a table joined from others is stale when they change
             stamped["inputs"] = {i.NAME: digest(self.result(i)[0].to_csv(index=False)) for i in analysis.INPUTS}
         settings = json.dumps(stamped, sort_keys=True, default=str)
-        cached = path.is_file() and stamp.is_file() and stamp.read_text() == settings
-        if not self._stale(analysis.NAME, cached):
-            return pd.read_csv(path), True
+        # a stamp that is not these settings, junk included, marks a result to compute again (and to stamp anew)
+        cached = path.is_file() and stamp.is_file() and stamp.read_bytes() == settings.encode()
+        if not self._stale(analysis.NAME, lambda: cached):
+            return read_cached(path), True
         frame = analysis.compute(self)
         write_csv(frame, path)
         atomic_write(stamp, lambda f: f.write(settings.encode()))

@@ -33,14 +33,20 @@ def channel_covariance(features: torch.Tensor) -> torch.Tensor:
 
 
 def singular_values(covariance: torch.Tensor) -> torch.Tensor:
-    """sigma: the singular values of a symmetric PSD matrix, descending (float64)."""
-    return torch.linalg.eigvalsh(covariance.double()).abs().flip(0)
+    """sigma: the singular values of a symmetric PSD matrix (or of a batch of them), descending (float64); NaN for a
+    matrix with a NaN or infinite entry, on which eigvalsh fails to converge (activations that are NaN or overflow).
+    The matrix is replaced by zeros for the solver and its values by NaN after, with no synchronisation."""
+    covariance = covariance.double()
+    finite = torch.isfinite(covariance).all(-1).all(-1)[..., None]
+    sigma = torch.linalg.eigvalsh(torch.where(finite[..., None], covariance, 0.0)).abs().flip(-1)
+    return torch.where(finite, sigma, float("nan"))
 
 
 def effective_rank(sigma: torch.Tensor) -> float:
-    """exp(H(p)) with p_i = sigma_i / sum(sigma), sigma the singular values (not their squares); in [1, C]."""
+    """exp(H(p)) with p_i = sigma_i / sum(sigma), sigma the singular values (not their squares); in [1, C]; NaN where
+    sigma is NaN."""
     total = sigma.sum()
-    if total <= 0:
+    if not total > 0:
         return float("nan")
     p = sigma[sigma > 0] / total
     return math.exp(-(p * p.log()).sum().item())
@@ -106,9 +112,12 @@ class ChannelCovariance:
         return (gram - self.count * torch.outer(mean, mean)) / max(self.count - 1, 1)
 
     def result(self) -> dict[str, float]:
+        """The three ranks; NaN with fewer than two samples, and where the features held NaN or infinite values."""
         if self.count < 2:
             return dict.fromkeys(self.columns, float("nan"))
         sigma = self.sigma if self.sigma is not None else singular_values(self.covariance())
+        if sigma.isnan().any():
+            return dict.fromkeys(self.columns, float("nan"))
         return {"erank": effective_rank(sigma), "nrank": numerical_rank(sigma), "srank": stable_rank(sigma)}
 
 
@@ -121,6 +130,6 @@ def decompose_together(streams: Sequence[ChannelCovariance]) -> None:
         if stream.count >= 2:
             by_size.setdefault((stream.gram.shape[0], stream.gram.device), []).append(stream)
     for group in by_size.values():
-        sigmas = torch.linalg.eigvalsh(torch.stack([s.covariance() for s in group])).abs().flip(-1)
+        sigmas = singular_values(torch.stack([s.covariance() for s in group]))
         for stream, sigma in zip(group, sigmas, strict=True):
             stream.sigma, stream.gram, stream.sum = sigma, None, None

@@ -94,18 +94,21 @@ class _Stats:
         return (self.y_sq - self.y_sum.square() / self.pixels).sum()
 
     def ridge_maps(self, penalties: tuple[float, ...]) -> list[torch.Tensor]:
-        """The ridge maps (C+1, k) for each relative penalty, the intercept unpenalised (solved on centred stats)."""
+        """The ridge maps (C+1, k) for each relative penalty, the intercept unpenalised (solved on centred stats); NaN
+        maps from stats with NaN or infinite values (features that are NaN or overflow), on which eigh fails to
+        converge: the solver gets zeros instead, with no synchronisation."""
         n, feat_sum = self.pixels, self.ftf[:-1, -1]
         centred_ftf = self.ftf[:-1, :-1] - torch.outer(feat_sum, feat_sum) / n
         centred_fty = self.fty[:-1] - torch.outer(feat_sum, self.y_sum) / n
-        eigvals, eigvecs = torch.linalg.eigh(centred_ftf)
+        finite = torch.isfinite(centred_ftf).all() & torch.isfinite(centred_fty).all()
+        eigvals, eigvecs = torch.linalg.eigh(torch.where(finite, centred_ftf, 0.0))
         scale = eigvals.sum().clamp_min(1e-12) / len(eigvals)
         rotated = eigvecs.T @ centred_fty
         maps = []
         for penalty in penalties:
             slope = eigvecs @ (rotated / (eigvals.clamp_min(0) + penalty * scale)[:, None])
             intercept = (self.y_sum - feat_sum @ slope) / n
-            maps.append(torch.cat([slope, intercept[None]]))
+            maps.append(torch.where(finite, torch.cat([slope, intercept[None]]), float("nan")))
         return maps
 
 

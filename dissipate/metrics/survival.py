@@ -35,13 +35,15 @@ class ChannelSurvival:
         self.per_channel = 0  # values seen per channel
 
     def update(self, pre: torch.Tensor) -> None:
-        # sign().clamp_min(0) is 1 where pre > 0 and 0 elsewhere: a float mask, several times faster to sum than bool
-        positive = per_channel_sum(torch.sign(pre.detach().float()).clamp_min_(0))  # (C,), exact integers
+        # clamp(0, 1).ceil() is 1 where pre > 0 and 0 elsewhere, a float mask several times faster to sum than bool,
+        # and NaN where pre is NaN (sign() would say 0: a NaN site would read as all dead), at sign()'s speed
+        positive = per_channel_sum(pre.detach().float().clamp(0, 1).ceil_())  # (C,), exact integers or NaN
         self.positive = self.positive + positive.double()
         self.per_channel += pre.numel() // positive.numel()
 
     def result(self) -> dict[str, float]:
-        if self.per_channel == 0:
+        """The three fractions; NaN before any update, and where a pre-activation was NaN (no sign to count)."""
+        if self.per_channel == 0 or self.positive.isnan().any():
             return dict.fromkeys(self.columns, float("nan"))
         positive = self.positive.double()
         return {"surviving": (positive.sum() / (self.per_channel * positive.numel())).item(),

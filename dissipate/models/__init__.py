@@ -1,8 +1,8 @@
-"""The model registry: `create_model(name, ...)` and `list_models()`, with plain, residual, PNNH and VGG families
-and their transformer counterparts (plainvitN, vitN, pnnhvitN),
-and other libraries' models by name ("torchvision:resnet18", "timm:NAME", "module:PACKAGE.MODULE:FACTORY")."""
+"""The model registry: `create_model(name, ...)` and `list_models()`, with plain, residual, PNNH and VGG families,
+their transformer counterparts (plainvitN, vitN, pnnhvitN), the shortcut-free remedies (tatN, isoN, llN, diracN,
+repvggN), and other libraries' models by name ("torchvision:resnet18", "timm:NAME", "module:PACKAGE.MODULE:FACTORY")."""
 
-from . import external, pnnh, resnet, vgg, vit  # noqa: F401  (importing a family registers its models)
+from . import external, pnnh, remedies, resnet, vgg, vit  # noqa: F401  (importing a family registers its models)
 from ._registry import (MAX_CHANNELS, MAX_CLASSES, ModelEntry, ModelSpec, check_options, create_model, external_source,
                         get_model_entry, list_models, model_options, register_model)
 from ._summary import count_flops, count_parameters, model_table, select_models

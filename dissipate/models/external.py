@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import re
+import signal
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,12 +23,18 @@ import torch
 import torchvision
 from torch import nn
 
-from ..errors import InvalidArgumentError
+from ..errors import DissipateError, InvalidArgumentError
 from ._registry import MAX_CLASSES, ModelSpec, record_loads, register_source
 from .adapters import adapt
 
 SOURCES = ("torchvision", "timm", "module")
 TIMM_INSTALL = 'timm is not installed; install it with: pip install "dissipate[timm]"'
+# a timm name is an architecture and at most a pretrained tag: no hub (hf-hub:), no local directory (local-dir:)
+TIMM_NAME = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)?")
+# the libraries' options that load or fetch weights: a file read by pickle, or the network. Weights reach a model
+# only through --weights and --checkpoint (weights_only), whoever names the option: the command line or a file.
+LOADING_OPTIONS = {"torchvision": ("weights", "weights_backbone", "progress"),
+                   "timm": ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "cache_dir")}
 
 
 def _suggest(name: str, choices: list[str]) -> str:
@@ -48,7 +56,7 @@ def _timm(name: str, num_classes: int | None, in_chans: int, options: dict) -> n
             import timm
     except ImportError:
         raise InvalidArgumentError(TIMM_INSTALL) from None
-    if not timm.is_model(name):
+    if not TIMM_NAME.fullmatch(name) or not timm.is_model(name):
         raise InvalidArgumentError(f"timm has no model {name!r}{_suggest(name, timm.list_models())}")
     return timm.create_model(name, pretrained=False, in_chans=in_chans, **options, **_classes(num_classes))
 
@@ -64,7 +72,19 @@ def _factory(target: str, options: dict) -> nn.Module:
         raise InvalidArgumentError(f"cannot import {module_name!r} for module:{target}: {error}") from None
     except AttributeError:
         raise InvalidArgumentError(f"module {module_name!r} has no {attribute!r} (module:{target})") from None
-    model = factory(**options)
+    try:
+        model = factory(**options)
+    except TypeError:
+        raise  # an option the factory does not take: create_external says which
+    except (Exception, SystemExit, KeyboardInterrupt) as error:
+        # Ctrl-C is a KeyboardInterrupt only under Python's own handler; under another (the CLI's raises its own
+        # exception) a KeyboardInterrupt can only be the factory's doing, and is reported as such
+        if isinstance(error, (DissipateError, MemoryError)) or (isinstance(error, KeyboardInterrupt)
+                                                 and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            raise
+        detail = f": {str(error).strip().splitlines()[0][:200]}" if str(error).strip() else ""
+        raise InvalidArgumentError(f"module:{target} raised {type(error).__name__}{detail} when called to build the "
+                                   "model") from None
     if not isinstance(model, nn.Module):
         raise InvalidArgumentError(f"module:{target} returned a {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -85,6 +105,10 @@ def create_external(name: str, num_classes: int | None = None, in_chans: int = 3
     torchvision's models take 3-channel images; a timm model is built for `in_chans`. A factory gets only
     `options`. `num_classes` of None keeps the library's default head (what its published weights have)."""
     source, _, target = name.partition(":")
+    loading = sorted(set(options) & set(LOADING_OPTIONS.get(source, ())))
+    if loading:
+        raise InvalidArgumentError(f"{name} is built without weights, and option {loading[0]} would load them "
+                                   "outside dissipate's weights_only reading; give a weight file with --weights")
     if source == "torchvision" and in_chans != 3:
         raise InvalidArgumentError(f"{name} takes 3-channel images, and these have {in_chans}")
     try:
@@ -98,6 +122,16 @@ def create_external(name: str, num_classes: int | None = None, in_chans: int = 3
         raise InvalidArgumentError(f"{name} cannot be built with options {options}: {error}") from None
     model.spec = ModelSpec(name, num_classes or _head_size(model), in_chans, dict(options))
     return record_loads(adapt(model))
+
+
+def fixed_image_size(model: nn.Module) -> int | None:
+    """The one image size a model of a library is built for, where it declares one: torchvision's vision
+    transformers (`image_size`), timm's with a strict patch embedding (`patch_embed.img_size`); None elsewhere. For
+    a sentence that says which size a model needs when it refuses the images (their own is an AssertionError)."""
+    size, embed = getattr(model, "image_size", None), getattr(model, "patch_embed", None)
+    if size is None and getattr(embed, "strict_img_size", False) and getattr(embed, "img_size", None):
+        size = embed.img_size[0]
+    return size if isinstance(size, int) and not isinstance(size, bool) else None
 
 
 def _head_size(model: nn.Module) -> int:

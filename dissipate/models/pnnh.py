@@ -218,11 +218,13 @@ def explicit_code(model: nn.Module) -> Iterator[int]:
 
 def build_pnnh(depth: int, *, num_classes: int = 10, in_chans: int = 3, stem: str = "imagenet", act: str = "relu",
                coder_ratio: float = 1.0, learner_ratio: float = 1.0, downsample_block: str = "pnnh",
-               coder: str = "orthogonal", impl: str = "fused", orthogonal_map: str = "cayley") -> ResNet:
+               coder: str = "orthogonal", impl: str = "fused", orthogonal_map: str = "cayley",
+               width: float = 1.0) -> ResNet:
     """A PNNH net on the ResNet skeleton: PNNH blocks where the shape stays, `downsample_block` where it changes.
-    Bottleneck depths (50, 101) use PNNHBottleneck, whose "pnnh" stage transitions carry the shortcut's code."""
+    Bottleneck depths (50, 101) use PNNHBottleneck, whose "pnnh" stage transitions carry the shortcut's code.
+    `width` scales the block channels C (resnetN's widths); coder_ratio and learner_ratio apply to the scaled C."""
     checked_choice("downsample_block", downsample_block, DOWNSAMPLE_BLOCKS)
-    block, layers, widths, shortcut = depth_plan(depth)
+    block, layers, widths, shortcut = depth_plan(depth, width)
     options = dict(coder_ratio=coder_ratio, learner_ratio=learner_ratio, act=act, coder=coder, impl=impl,
                    orthogonal_map=orthogonal_map)
     bottleneck = partial(PNNHBottleneck, shortcut=shortcut, **options)

@@ -5,6 +5,7 @@
   1000 classes these have torchvision's module names and parameter counts, so its weights load as they are.
 - The CIFAR family of He et al. (2016, section 4.2): widths 16/32/64, 6n+2 layers, and parameter-free
   shortcuts (option A: subsample, then zero-pad the new channels).
+`width` multiplies every stage's channels (the stem's too), rounded to whole channels; at 1 the nets are the above.
 
 References:
     He, Zhang, Ren and Sun. Deep Residual Learning for Image Recognition. CVPR 2016.
@@ -18,7 +19,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ._layers import ZeroPadShortcut, conv1x1, conv3x3, init_he_normal, make_act
+from ._layers import ZeroPadShortcut, conv1x1, conv3x3, init_he_normal, make_act, scaled_width
 from ._registry import register_model
 
 SHORTCUTS = ("projection", "zero_pad")
@@ -153,20 +154,25 @@ IMAGENET_LAYERS = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)
 IMAGENET_WIDTHS = (64, 128, 256, 512)
 CIFAR_DEPTHS = (20, 32, 44, 56, 110)  # 6n + 2 layers: n basic blocks in each of 3 stages
 CIFAR_WIDTHS = (16, 32, 64)
+# Zagoruyko and Komodakis's widest nets are 10 times as wide (WRN-28-10: 160/320/640, the CIFAR widths at 10);
+# parameters grow as width^2, so past 10 (resnet101 would hold 4.3G) a width is a typo, not a control
+MAX_WIDTH = 10
 
 
-def depth_plan(depth: int) -> tuple[type[nn.Module], Sequence[int], Sequence[int], str]:
-    """(block, blocks per stage, stage widths, shortcut kind) for a depth of either set."""
+def depth_plan(depth: int, width: float = 1.0) -> tuple[type[nn.Module], Sequence[int], Sequence[int], str]:
+    """(block, blocks per stage, stage widths, shortcut kind) for a depth of either set; the stage widths (the
+    stem's is the first, a bottleneck's output 4 times each) are round(width * the set's), at least 1."""
     if depth in CIFAR_DEPTHS:
-        return BasicBlock, [(depth - 2) // 6] * 3, CIFAR_WIDTHS, "zero_pad"
-    block, layers = IMAGENET_LAYERS[depth]
-    return block, layers, IMAGENET_WIDTHS, "projection"
+        block, layers, widths, shortcut = BasicBlock, [(depth - 2) // 6] * 3, CIFAR_WIDTHS, "zero_pad"
+    else:
+        (block, layers), widths, shortcut = IMAGENET_LAYERS[depth], IMAGENET_WIDTHS, "projection"
+    return block, layers, [scaled_width(w, width, "width", MAX_WIDTH) for w in widths], shortcut
 
 
 def build_resnet(depth: int, *, residual: bool, num_classes: int = 10, in_chans: int = 3, stem: str = "imagenet",
-                 act: str = "relu") -> ResNet:
-    """A ResNet (residual=True) or its plain twin, from either depth set."""
-    block, layers, widths, shortcut = depth_plan(depth)
+                 act: str = "relu", width: float = 1.0) -> ResNet:
+    """A ResNet (residual=True) or its plain twin, from either depth set, its channels scaled by `width`."""
+    block, layers, widths, shortcut = depth_plan(depth, width)
     make_block = partial(block, residual=residual, shortcut=shortcut, act=act)
     return ResNet(make_block, layers, widths, expansion=block.expansion, num_classes=num_classes,
                   in_chans=in_chans, stem=stem, act=act)

@@ -18,6 +18,11 @@ Sites: each block's MLP activation (`blocks.i.act`), and the outputs of its atte
 and of the block (`blocks.i.out`), identity modules that the block declares in `site_kinds`. Tokens map back to their
 patches row by row, so a read-out of the image works on them as on a CNN's feature map.
 
+The patch size follows the image size (the divisor of the size nearest size / 8, about 8x8 tokens) unless
+`patch_size` is given. A size whose divisors are all far from size / 8 (a prime, such as 31) would get a patch so
+small that the tokens (961 at 31 px) make the model a hundred times slower: such a size is refused, with sizes that
+work suggested, when the default patch would leave more than 16x16 tokens; `patch_size` given explicitly is built.
+
 Weights are He-normal (fan_in) like the CNNs', so that "at initialisation" means what the theory means; the position
 embedding is N(0, 0.02^2) as in timm. `impl` ("fused" or "explicit") is as for the CNN PNNH: the fused block adds
 E^T E x (x itself where E^T E = I) and skips the code heads and the pair; the probe always measures the explicit one.
@@ -45,6 +50,8 @@ VIT_DEPTHS = (6, 12, 24)
 TRANSFORMER_FAMILIES = ("plainvit", "vit", "pnnhvit")
 EMBED_DIM, NUM_HEADS, MLP_RATIO = 192, 3, 4  # ViT-Tiny's width
 GRID = 8  # the patch follows the image size: the divisor of the size nearest size / GRID (4 at 28 and 32 px)
+MAX_GRID = 2 * GRID  # a default patch may leave at most 16x16 tokens (4x the 8x8 aimed at); a prime size would get
+# patch 1 (31 px: 961 tokens, 9.4 GFLOPs an image for vit6) and is refused, unless patch_size is given
 DEFAULT_IMAGE_SIZE = 32
 
 
@@ -173,11 +180,23 @@ class VisionTransformer(nn.Module):
 
 
 def _check_size(img_size: int, patch_size: int | None) -> int:
-    """The patch size to build with: `patch_size`, or the divisor of img_size nearest img_size / 8."""
+    """The patch size to build with: `patch_size`, or the divisor of img_size nearest img_size / 8, refused where it
+    leaves more than MAX_GRID x MAX_GRID tokens (see the module's docstring)."""
     for name, value in (("img_size", img_size), ("patch_size", patch_size)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
-    patch_size = default_patch_size(img_size) if patch_size is None else patch_size
+    if patch_size is None:
+        patch_size = default_patch_size(img_size)
+        grid = img_size // patch_size
+        if grid > MAX_GRID:
+            def fits(size: int) -> bool:
+                return size // default_patch_size(size) <= MAX_GRID
+            below = next(size for size in range(img_size - 1, 0, -1) if fits(size))
+            above = next(size for size in range(img_size + 1, 2 * img_size) if fits(size))
+            raise InvalidArgumentError(f"img_size {img_size} has no divisor near {img_size}/{GRID} to patch it by "
+                                       f"(patch {patch_size} would leave {grid}x{grid} tokens, more than "
+                                       f"{MAX_GRID}x{MAX_GRID}); use an image size such as {below} or {above}, or "
+                                       f"give patch_size (a divisor of {img_size}) to build it anyway")
     if img_size % patch_size:
         raise InvalidArgumentError(f"patch_size {patch_size} does not divide img_size {img_size}")
     return patch_size
@@ -187,7 +206,8 @@ def build_vit(depth: int, *, residual: bool, num_classes: int = 10, in_chans: in
               img_size: int = DEFAULT_IMAGE_SIZE, patch_size: int | None = None,
               act: str = "gelu") -> VisionTransformer:
     """A residual ViT (vitN) or its plain twin (plainvitN, both residual adds removed) of `depth` blocks, for
-    `img_size` px images; `patch_size` defaults to the divisor of img_size nearest img_size / 8."""
+    `img_size` px images; `patch_size` defaults to the divisor of img_size nearest img_size / 8, and a size that
+    would leave more than 16x16 tokens by default (a prime, such as 31) is refused unless it is given."""
     return VisionTransformer(depth, "residual" if residual else "plain", num_classes=num_classes, in_chans=in_chans,
                              img_size=img_size, patch_size=_check_size(img_size, patch_size), act=act)
 

@@ -12,10 +12,11 @@ EXPECTED = (
     | {f"vgg{depth}" for depth in (11, 13, 16, 19)}
 )  # the CNNs; the transformers have their own tests (test_vit.py)
 TRANSFORMERS = {f"{family}{depth}" for family in ("plainvit", "vit", "pnnhvit") for depth in (6, 12, 24)}
+REMEDIES = {f"{family}{depth}" for family in ("tat", "iso", "ll", "dirac", "repvgg") for depth in CIFAR_DEPTHS}
 
 
 def test_registry_holds_every_family_and_depth():
-    assert set(list_models()) == EXPECTED | TRANSFORMERS
+    assert set(list_models()) == EXPECTED | TRANSFORMERS | REMEDIES  # the remedies: test_remedies.py
     assert list_models("pnnh[0-9]*") == ["pnnh18", "pnnh20", "pnnh32", "pnnh34", "pnnh44", "pnnh50", "pnnh56", "pnnh101",
                                     "pnnh110"]
     assert list_models(family="vgg") == ["vgg11", "vgg13", "vgg16", "vgg19"]
@@ -92,7 +93,7 @@ def test_spec_rebuilds_the_same_model():
     # every option, the defaults too, so that the net rebuilds as it was whatever the defaults become
     assert spec.kwargs == {"stem": "cifar", "coder_ratio": 0.5, "act": "gelu", "learner_ratio": 1.0,
                            "downsample_block": "pnnh", "coder": "orthogonal", "impl": "fused",
-                           "orthogonal_map": "cayley"}
+                           "orthogonal_map": "cayley", "width": 1.0}
     rebuilt = create_model(spec.name, num_classes=spec.num_classes, in_chans=spec.in_chans, **spec.kwargs)
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
 
