@@ -69,8 +69,8 @@ def network_level(model: nn.Module) -> tuple[str, str]:
     measured. A net trained in the caller's own loop without batch norm has no record either way: name its level."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
              and m.num_batches_tracked is not None]
-    if any(m.num_batches_tracked.item() > 0 for m in norms):
-        return "trained", "its batch norm has seen data in training mode"
+    if any(int(m.num_batches_tracked) > int(getattr(m, "calibration_batches", 0)) for m in norms):  # past a probe's
+        return "trained", "its batch norm has seen data in training mode"  # calibration, which is not training
     if getattr(model, "weights_loaded", None) is None:
         raise InvalidArgumentError(f"{type(model).__name__} was not made by create_model, so nothing records whether "
                                    "weights were loaded into it; pass level='init' or level='trained'")

@@ -86,7 +86,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         if "checksum" not in content:
             warnings.warn(f"{path} has no checksum of its tensors (written before dissipate recorded one), so a "
                           "damaged byte in them goes unnoticed", Notice, stacklevel=2)
-        elif content["checksum"] != tensor_checksum(content):
+        elif content["checksum"] != _checksum_of(content, path):
             raise CheckpointError(f"{path} is damaged: its tensors, or the model they are of, do not match the "
                                   "checksum written with them")
         return content
@@ -107,6 +107,13 @@ def tensor_checksum(content: Any) -> str:
             # `load_state_dict` refuses them
             digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
+
+
+def _checksum_of(content: dict, path: Path) -> str:
+    try:
+        return tensor_checksum(content)
+    except RecursionError:  # a hostile file can nest its plain data deeper than any checkpoint of ours
+        raise CheckpointError(f"{path} is damaged: its data nests deeper than a checkpoint's") from None
 
 
 def _tensors(content: Any, path: str):

@@ -188,10 +188,13 @@ def load_model_and_data(model: str | None, model_args: Iterable[str], checkpoint
         image_size = saved["model_kwargs"].get("img_size")  # a ViT takes the size it was trained at
     images = load_data(data, image_size=image_size, in_chans=saved.get("in_chans") if saved else None,
                        length=num_images, root=data_dir, seed=seed)
-    net = probe_model(named if saved else model, images, saved, str(checkpoint), seed, **options)
+    net = probe_model(named, images, saved, str(checkpoint), seed, **options)
     if deploy:
         if not any(isinstance(m, RepConv) for m in net.modules()):
             raise InvalidArgumentError(f"--deploy fuses a RepVGG net's branches, and {net.spec.name} has none")
+        if saved is None:
+            raise InvalidArgumentError("--deploy folds a trained RepVGG net's BN statistics into its convs; give its "
+                                       "--checkpoint (at initialisation it has none to fold)")
         reparameterize_model(net)
     return net, images
 

@@ -347,7 +347,8 @@ def needs_bn_calibration(model: nn.Module) -> bool:
 @torch.no_grad()
 def calibrate_batchnorm(model: nn.Module, inputs: Iterable[torch.Tensor]) -> None:
     """Set every BN's running statistics to the mean and variance over `inputs` (what the model sees): one pass in
-    training mode with a cumulative average, no gradients. The model is left in eval mode."""
+    training mode with a cumulative average, no gradients. The model is left in eval mode. Each BN records the batches
+    it counted (`calibration_batches`): statistics are not training, and the bound-check's level tells them apart."""
     norms = _batch_norms(model)
     momenta = [m.momentum for m in norms]
     for norm in norms:
@@ -361,6 +362,8 @@ def calibrate_batchnorm(model: nn.Module, inputs: Iterable[torch.Tensor]) -> Non
     finally:
         for norm, momentum in zip(norms, momenta, strict=True):
             norm.momentum = momentum
+            if norm.num_batches_tracked is not None:
+                norm.calibration_batches = norm.num_batches_tracked.clone()  # kept on the device: no host read
         model.eval()
 
 

@@ -11,7 +11,7 @@ import re
 
 import pandas as pd
 
-from .models import list_models
+from .models import REMEDY_FAMILIES, list_models
 
 VIEW = ("site", "depth", "kind", "surviving", "erank/ch", "cka_input", "recon_r2", "dists_input")
 LEGEND = {
@@ -33,7 +33,7 @@ SURVIVING_AT = {
 }
 COUNTERPART = {"plain": "resnet", "resnet": "plain", "pnnh": "resnet",  # the family to compare a probe with
                "plainvit": "vit", "vit": "plainvit", "pnnhvit": "vit",
-               **dict.fromkeys(("tat", "iso", "ll", "dirac", "repvgg"), "plain")}
+               **dict.fromkeys(REMEDY_FAMILIES, "plain")}
 
 
 def view(frame: pd.DataFrame) -> pd.DataFrame:

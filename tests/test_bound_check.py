@@ -196,3 +196,11 @@ def nan_resnet20() -> torch.nn.Module:
     with torch.no_grad():
         model.conv1.weight.fill_(3e38)
     return model
+
+
+def test_a_net_checked_twice_is_still_at_initialisation():
+    """The probe's BN calibration sets statistics, which is not training: the second check is at level init too."""
+    model = create_model("plain20")
+    first = check_network(model, "synthetic", **NETWORK)
+    second = check_network(model, "synthetic", **NETWORK)
+    assert (first["level"] == "init").all() and (second["level"] == "init").all()

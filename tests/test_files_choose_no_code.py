@@ -3,6 +3,7 @@ with one sentence and exit code 2 on every path that reads one, before anything 
 A `module:` model runs only when the user names it; checkpoints carry a checksum of their tensors."""
 
 import json
+import sys
 import zipfile
 
 import pytest
@@ -171,3 +172,31 @@ def test_weights_relabelled_as_another_model_with_the_same_keys_are_refused(tmp_
     code, _, err = run_cli(capsys, "train", "--resume", "--out", str(tmp_path), "--device", "cpu")
     assert_one_line_error(code, err, "latest.pt is damaged: its tensors, or the model they are of, do not match")
     assert (tmp_path / "best.pt").read_bytes() == before
+
+
+def test_a_torchvision_model_never_loads_its_default_backbone_weights(tmp_path, monkeypatch):
+    """torchvision's detection and segmentation builders load ImageNet backbone weights by default, from the hub
+    cache (unpickling them) or the network: a file naming fcn_resnet50 would run what lies in that cache."""
+    marker = tmp_path / "PWNED"
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save({"state_dict": Exploit(marker)}, cache / "resnet50-0676ba61.pth")  # the backbone's file name
+    model = create_model("torchvision:fcn_resnet50", num_classes=3)
+    assert not marker.exists() and model.spec.name == "torchvision:fcn_resnet50"
+
+
+def test_a_checkpoint_nested_deeper_than_any_of_ours_is_damaged_not_a_crash(tmp_path):
+    path = save_checkpoint(tmp_path / "ckpt.pt", create_model("resnet20"))
+    saved = torch.load(path, weights_only=True)
+    deep: list = []
+    for _ in range(3_000):  # past Python's recursion limit
+        deep = [deep]
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)  # what a hostile writer's Python allows itself
+    try:
+        torch.save({**saved, "metrics": {"deep": deep}}, path)
+    finally:
+        sys.setrecursionlimit(limit)
+    with pytest.raises(CheckpointError, match="nests deeper than a checkpoint's"):
+        read_checkpoint(path)

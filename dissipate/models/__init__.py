@@ -6,8 +6,11 @@ from . import external, pnnh, remedies, resnet, vgg, vit  # noqa: F401  (importi
 from ._registry import (MAX_CHANNELS, MAX_CLASSES, ModelEntry, ModelSpec, check_options, create_model, external_source,
                         get_model_entry, list_models, model_options, register_model)
 from ._summary import count_flops, count_parameters, model_table, select_models
+from .remedies import REMEDIES
 from .vit import TRANSFORMER_FAMILIES
 
-__all__ = ["MAX_CHANNELS", "MAX_CLASSES", "TRANSFORMER_FAMILIES", "ModelEntry", "ModelSpec", "check_options",
-           "count_flops", "count_parameters", "create_model", "external_source", "get_model_entry", "list_models",
+REMEDY_FAMILIES = tuple(REMEDIES)  # tat, iso, ll, dirac, repvgg
+
+__all__ = ["MAX_CHANNELS", "MAX_CLASSES", "REMEDY_FAMILIES", "TRANSFORMER_FAMILIES", "ModelEntry", "ModelSpec",
+           "check_options", "count_flops", "count_parameters", "create_model", "external_source", "get_model_entry", "list_models",
            "model_options", "model_table", "register_model", "select_models"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import re
 import signal
 import warnings
@@ -46,7 +47,10 @@ def _torchvision(name: str, num_classes: int | None, options: dict) -> nn.Module
     known = torchvision.models.list_models()
     if name not in known:
         raise InvalidArgumentError(f"torchvision has no model {name!r}{_suggest(name, known)}")
-    return torchvision.models.get_model(name, weights=None, **options, **_classes(num_classes))
+    # detection and segmentation builders fetch (and unpickle) ImageNet backbone weights unless told not to
+    parameters = inspect.signature(torchvision.models.get_model_builder(name)).parameters
+    no_backbone = {"weights_backbone": None} if "weights_backbone" in parameters else {}
+    return torchvision.models.get_model(name, weights=None, **no_backbone, **options, **_classes(num_classes))
 
 
 def _timm(name: str, num_classes: int | None, in_chans: int, options: dict) -> nn.Module:

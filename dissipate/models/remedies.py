@@ -43,7 +43,7 @@ from ..errors import InvalidArgumentError
 from ._layers import conv3x3, init_he_normal
 from ._registry import register_model
 from .pnnh import checked_choice
-from .resnet import CIFAR_DEPTHS, depth_plan
+from .resnet import CIFAR_DEPTHS, ResNet, depth_plan
 
 TAT_ETA = 0.9  # TAT's target for the net's C map at 0 with leaky ReLU (Zhang et al. 2022, and dks's default)
 DKS_ACTS = ("softplus", "tanh", "elu", "gelu")  # smooth activations that dks transforms (and torch names alike)
@@ -117,8 +117,9 @@ def transformed_activation(method: str, act: str, num_acts: int) -> Callable[[],
         return x
 
     name = "leaky_relu" if method == "tat" else act
-    params = _get_activations_params([name], method=method.upper(), subnet_max_func=chain,
-                                     tat_params={"c_val_0_target": TAT_ETA} if method == "tat" else None)[name]
+    solved = {"gelu": "gelu_exact"}.get(name, name)  # dks's "gelu" is the tanh approximation; torch's F.gelu is exact
+    params = _get_activations_params([solved], method=method.upper(), subnet_max_func=chain,
+                                     tat_params={"c_val_0_target": TAT_ETA} if method == "tat" else None)[solved]
     constants = {key: float(value) for key, value in params.items()}
     return partial(TransformedActivation, name, **constants)
 
@@ -204,7 +205,7 @@ class RepConv(nn.Module):
         """The fused 3x3 conv: each branch's BN folded into its kernel, the 1x1 and identity kernels padded to 3x3
         at the centre tap, and the kernels and biases summed (Ding et al. 2021, section 3.3)."""
         conv = self.conv3x3[0]
-        kernel, bias = _fold(self.conv3x3[0].weight, self.conv3x3[1])
+        kernel, bias = _fold(conv.weight, self.conv3x3[1])
         one, one_bias = _fold(F.pad(self.conv1x1[0].weight, (1, 1, 1, 1)), self.conv1x1[1])
         kernel, bias = kernel + one, bias + one_bias
         if self.identity is not None:
@@ -249,12 +250,14 @@ class Method:
     expand: int = 1  # channels out of the activation per channel in (2: CReLU's halves)
     init: Callable[[nn.Module], None] = init_he_normal
     deploy_kind: str | None = None  # the sites' kind once reparameterised
+    stem_conv: Callable[[int, int, int], nn.Module] | None = None  # the cifar stem's conv, where not plainN's (it
+    # reads the image, not a CReLU's halves, so the conv of a method whose convs read those is not it)
 
 
 class Block(nn.Module):
     """Two conv -> norm -> act layers, as plainN's basic block without a shortcut, with the method's modules."""
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int, method: Method):
+    def __init__(self, in_chs: int, out_chs: int, stride: int, *, method: Method):
         super().__init__()
         self.conv1, self.bn1, self.act1 = method.conv(in_chs * method.expand, out_chs, stride), \
             method.norm(out_chs), method.act(out_chs)
@@ -267,45 +270,21 @@ class Block(nn.Module):
         return self.act2(self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x))))))
 
 
-class ShortcutFree(nn.Module):
-    """A plain net of `Block`s: stem (conv, norm, act), stages, global pool, linear head (over the last activation's
-    channels, doubled by a CReLU)."""
+class ShortcutFree(ResNet):
+    """plainN's layout (ResNet's stem, stages and head) with the method's blocks, and its own stem norm and
+    activation, a head over the last activation's channels (doubled by a CReLU), and its own initialisation."""
 
     def __init__(self, method: Method, layers: list[int], widths: list[int], *, num_classes: int, in_chans: int,
                  stem: str):
-        super().__init__()
-        if stem == "imagenet":
-            self.conv1 = nn.Conv2d(in_chans, widths[0], kernel_size=7, stride=2, padding=3, bias=False)
-            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        else:
-            self.conv1 = conv3x3(in_chans, widths[0])
-            self.maxpool = nn.Identity()
+        super().__init__(partial(Block, method=method), layers, widths, num_classes=num_classes, in_chans=in_chans,
+                         stem=stem)
+        if method.stem_conv is not None and stem == "cifar":
+            self.conv1 = method.stem_conv(in_chans, widths[0], 1)
         self.bn1, self.act1 = method.norm(widths[0]), method.act(widths[0])
+        self.fc = nn.Linear(self.fc.in_features * method.expand, num_classes)
         self.site_kinds = {"act1": method.kind}
         self.deploy_kind = method.deploy_kind
-        in_chs = widths[0]
-        for index, (num_blocks, width) in enumerate(zip(layers, widths, strict=True)):
-            blocks = [Block(in_chs if i == 0 else width, width, 2 if index > 0 and i == 0 else 1, method)
-                      for i in range(num_blocks)]
-            self.add_module(f"layer{index + 1}", nn.Sequential(*blocks))
-            in_chs = width
-        self.num_stages = len(layers)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_chs * method.expand, num_classes)
         method.init(self)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
-        for index in range(self.num_stages):
-            x = getattr(self, f"layer{index + 1}")(x)
-        return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
-
-    def regularization(self) -> torch.Tensor | None:
-        """The term the method adds to the training loss (ISONet's orthogonality penalty), or None."""
-        return None
 
 
 def orthogonality_penalty(conv: nn.Conv2d) -> torch.Tensor:
@@ -329,6 +308,7 @@ class ISONet(ShortcutFree):
         self.ortho_coeff = ortho_coeff
 
     def regularization(self) -> torch.Tensor | None:
+        """The term the training loop adds to the loss (`train.regularization`); None with ortho_coeff 0."""
         convs = [m for name, m in self.named_modules() if isinstance(m, nn.Conv2d) and name != "conv1"]
         return self.ortho_coeff * sum(orthogonality_penalty(conv) for conv in convs) if self.ortho_coeff else None
 
@@ -340,6 +320,7 @@ def _iso_init(model: nn.Module) -> None:
         if isinstance(module, nn.Conv2d) and name != "conv1":
             nn.init.dirac_(module.weight)
             nn.init.zeros_(module.bias)
+    model.conv1.reset_parameters()
 
 
 def _looks_linear_init(model: nn.Module) -> None:
@@ -366,7 +347,8 @@ def build_tat(depth: int, *, num_classes: int = 10, in_chans: int = 3, stem: str
     method = checked_choice("method", method, ("tat", "dks"))
     act = checked_choice("act", act, DKS_ACTS) if method == "dks" else "leaky_relu"
     make_act = transformed_activation(method, act, num_acts=1 + 2 * sum(layers))  # the stem's, two per block
-    spec = Method(method, _biased_conv3x3, _no_norm, lambda c: make_act(), init=_init_delta_orthogonal)
+    spec = Method(method, _biased_conv3x3, _no_norm, lambda c: make_act(), init=_init_delta_orthogonal,
+                  stem_conv=_biased_conv3x3)
     return ShortcutFree(spec, layers, widths, num_classes=num_classes, in_chans=in_chans, stem=stem)
 
 
@@ -374,7 +356,7 @@ def build_iso(depth: int, *, num_classes: int = 10, in_chans: int = 3, stem: str
               ortho_coeff: float = ORTHO_COEFF) -> ISONet:
     """isoN: Dirac kernels, SReLU, no BN, and the orthogonality penalty (`ortho_coeff` 0 turns it off)."""
     _, layers, widths, _ = depth_plan(depth, width)
-    spec = Method("iso", _biased_conv3x3, _no_norm, SReLU, init=_iso_init)
+    spec = Method("iso", _biased_conv3x3, _no_norm, SReLU, init=_iso_init, stem_conv=_biased_conv3x3)
     return ISONet(spec, layers, widths, num_classes=num_classes, in_chans=in_chans, stem=stem,
                   ortho_coeff=_nonnegative("ortho_coeff", ortho_coeff))
 
@@ -399,9 +381,10 @@ def build_dirac(depth: int, *, num_classes: int = 10, in_chans: int = 3, stem: s
 
 def build_repvgg(depth: int, *, num_classes: int = 10, in_chans: int = 3, stem: str = "cifar",
                  width: float = 1.0) -> ShortcutFree:
-    """repvggN: each conv layer a RepConv (its BNs inside), ReLU; `reparameterize_model` deploys it."""
+    """repvggN: each conv layer a RepConv (its BNs inside), the cifar stem's too, as RepVGG's stem is one of its
+    blocks; ReLU; `reparameterize_model` deploys it."""
     _, layers, widths, _ = depth_plan(depth, width)
-    spec = Method("repvgg", RepConv, _no_norm, lambda c: nn.ReLU(), deploy_kind="plain")
+    spec = Method("repvgg", RepConv, _no_norm, lambda c: nn.ReLU(), deploy_kind="plain", stem_conv=RepConv)
     return ShortcutFree(spec, layers, widths, num_classes=num_classes, in_chans=in_chans, stem=stem)
 
 

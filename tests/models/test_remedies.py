@@ -16,6 +16,7 @@ from dissipate.models import create_model, list_models
 from dissipate.models.remedies import (TAT_ETA, DiracConv, NCReLU, RepConv, TransformedActivation, delta_orthogonal_,
                                        reparameterize_model)
 from dissipate.probe import ProbeConfig, probe
+from dissipate.train import regularization
 from tests.helpers import randomize_batchnorm, run_cli
 
 FAMILIES = ("tat", "iso", "ll", "dirac", "repvgg")
@@ -159,9 +160,12 @@ def test_dks_method_uses_the_package_transform_of_a_smooth_activation():
             x = r_fn(x)
         return x
 
-    reference = get_transformed_activations(["softplus"], method="DKS", subnet_max_func=chain)["softplus"]
     x = torch.linspace(-4, 4, 101)
-    torch.testing.assert_close(act(x), reference(x), atol=1e-5, rtol=1e-5)
+    for act_name, solved in (("softplus", "softplus"), ("gelu", "gelu_exact")):  # dks's "gelu" is tanh's
+        act = next(m for m in create_model("tat20", method="dks", act=act_name).modules()
+                   if isinstance(m, TransformedActivation))
+        reference = get_transformed_activations([solved], method="DKS", subnet_max_func=chain)[solved]
+        torch.testing.assert_close(act(x), reference(x), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -175,7 +179,7 @@ def test_every_remedy_builds_trains_a_step_probes_and_is_bound_checked(family, d
     x, labels = images.dataset.draw(list(range(8)))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     loss = nn.functional.cross_entropy(model(x), labels)
-    penalty = model.regularization()
+    penalty = regularization(model)
     (loss if penalty is None else loss + penalty).backward()
     optimizer.step()
     assert torch.isfinite(loss) and all(torch.isfinite(p).all() for p in model.parameters())
@@ -209,6 +213,9 @@ def test_a_trained_repvgg_checkpoint_probes_as_deployed_with_one_option(tmp_path
     code, _, err = run_cli(capsys, "probe", "--model", "resnet20", "--deploy", "--num-images", "8", "--out",
                            str(tmp_path / "out"))
     assert code == 2 and "--deploy fuses a RepVGG net's branches, and resnet20 has none" in err
+    code, _, err = run_cli(capsys, "probe", "--model", "repvgg20", "--deploy", "--num-images", "8", "--out",
+                           str(tmp_path / "out"))
+    assert code == 2 and "give its --checkpoint (at initialisation it has none to fold)" in err
 
 
 def test_training_adds_the_models_own_penalty_to_its_loss(tmp_path, monkeypatch):
