@@ -23,7 +23,7 @@ import typer
 from . import __version__
 from . import bound_check as checks
 from . import report
-from .analyses import ANALYSES, describe_plan, parse_jobs, parse_options, run_analyses
+from .analyses import ANALYSES, SEEDS, describe_plan, parse_jobs, parse_options, run_analyses
 from ._io import os_error_reason, writable_directory
 from .checkpoint import read_checkpoint, recorded_model
 from .data import DATASETS, load_data
@@ -360,8 +360,9 @@ def train(
                                                                                              "format."),
     compile: bool = typer.Option(TRAIN_DEFAULTS.compile, "--compile", help="torch.compile the model."),
     workers: int = typer.Option(TRAIN_DEFAULTS.workers, help="Data-loader workers for folders and ImageNet."),
-    probe_every: int = typer.Option(TRAIN_DEFAULTS.probe_every, help="Probe fixed test images at epoch 0 and every "
-                                                                     "K epochs, into probes.csv [default: never]."),
+    probe_every: int = typer.Option(TRAIN_DEFAULTS.probe_every, show_default=False,
+                                    help="Probe fixed test images at epoch 0 and every K epochs, into probes.csv "
+                                         "[default: 0, never]."),
     probe_images: int = typer.Option(TRAIN_DEFAULTS.probe_images, help="Test images of each probe."),
     probe_metrics: str = typer.Option(TRAIN_DEFAULTS.probe_metrics, help="Metric families of each probe, "
                                                                          "comma-separated."),
@@ -418,7 +419,7 @@ def plot(
 
 @app.command()
 def figures(
-    preset: str = typer.Option("cpu", help="smoke (seconds), cpu (about 55 minutes on 2 cores), gpu (about ten "
+    preset: str = typer.Option("cpu", help="smoke (seconds), cpu (about 65 minutes on 2 cores), gpu (about ten "
                                            "minutes on one GPU with --jobs auto) or paper (a GPU, hours)."),
     only: List[str] = typer.Option([], "--only", help="Analyses to run, comma-separated or repeated [default: all]: "
                                                       + ", ".join(ANALYSES) + "."),
@@ -436,18 +437,21 @@ def figures(
     slurm: List[str] = typer.Option([], "--slurm", help="A submitit parameter for --launcher slurm, KEY=VALUE, "
                                                         "repeatable (slurm_partition=gpu, timeout_min=120, "
                                                         "gpus_per_node=1)."),
+    seeds: Optional[int] = typer.Option(None, help="Seeds of each comparison that decides a claim (claims.md); the "
+                                                   "other runs take seed 0 alone [default: "
+                                                   + ", ".join(f"{p} {n}" for p, n in SEEDS.items()) + "]."),
     device: str = DEVICE,
     data_dir: Optional[Path] = DATA_DIR,
 ) -> None:
     """Run the analyses (reusing cached results in --out) and render the figure set (docs/design.md, section 6)."""
     formats = ("png", "pdf") if pdf else ("png",)
     if dry_run:
-        typer.echo("\n".join(describe_plan(only, preset, out, formats)))
+        typer.echo("\n".join(describe_plan(only, preset, out, formats, seeds)))
         return
     reports = run_analyses(only, preset, out, force=force, formats=formats, device=device,
                            data_dir=str(data_dir) if data_dir else None, progress=progress,
                            say=lambda message: typer.echo(message, err=True), jobs=parse_jobs(jobs),
-                           launcher=launcher, launcher_options=parse_options(slurm))
+                           launcher=launcher, launcher_options=parse_options(slurm), seeds=seeds)
     typer.echo(f"preset {preset}: {len(reports)} analyses, written to {out}/")
     for analysis in reports:
         source = "from the cache" if analysis.cached else f"computed in {analysis.seconds:.0f} s"

@@ -6,13 +6,14 @@ works in scripts, tests and headless machines alike.
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
+from matplotlib.ticker import MaxNLocator, NullLocator
 
 from ._io import atomic_write
 
@@ -206,15 +207,19 @@ def draw_site_curves(axis, frame: pd.DataFrame, column: str, styles: dict[str, s
 
 
 def plain_log_axis(axis, which: str = "x", ticks: list[float] | None = None) -> None:
-    """A log axis labelled with plain numbers (20, 56, 110; 0.3, 1) rather than powers of ten."""
+    """A log axis labelled with plain numbers (20, 56, 110; 0.3, 1) rather than powers of ten: at `ticks`, or by
+    default at 1, 2, 3 and 5 times the powers of ten within the drawn range (fewer as the range widens, so that the
+    labels never overlap)."""
     getattr(axis, f"set_{which}scale")("log")
     target = getattr(axis, f"{which}axis")
-    if ticks is not None:
-        target.set_ticks(ticks, [f"{t:g}" for t in ticks])
-        target.set_minor_locator(NullLocator())
-        return
-    target.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    target.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    if ticks is None:
+        low, high = getattr(axis, f"get_{which}lim")()
+        span = math.log10(high / low)
+        steps = (1, 2, 3, 5) if span <= 1.5 else (1, 2, 5) if span <= 3 else (1,)
+        decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+        ticks = [round(m * 10.0 ** d, 12) for d in decades for m in steps if low <= m * 10.0 ** d <= high]
+    target.set_ticks(ticks, [f"{t:g}" for t in ticks])
+    target.set_minor_locator(NullLocator())
 
 
 def caption_line(frame: pd.DataFrame, detail: str = "") -> str:

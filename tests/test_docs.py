@@ -5,9 +5,11 @@ import inspect
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from dissipate import cli
+from dissipate.analyses import gallery
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "design.md"]
@@ -44,3 +46,48 @@ def test_a_commands_default_output_is_ignored_by_git_so_a_clone_stays_clean(comm
     default = inspect.signature(command).parameters["out"].default.default  # the typer.Option's default
     ignored = (ROOT / ".gitignore").read_text().splitlines()
     assert f"/{default}/" in ignored  # so, too, the default is never the committed figures/
+
+
+def test_the_readmes_gallery_is_the_one_generated_from_the_committed_figures():
+    """Every number in the README's results comes from figures/*.csv: regenerate it with
+    `python -m dissipate.analyses.gallery figures README.md` after `dissipate figures --out figures`."""
+    readme = (ROOT / "README.md").read_text()
+    start, end = readme.index(gallery.START), readme.index(gallery.END) + len(gallery.END)
+    generated = gallery.gallery(ROOT / "figures")
+    assert readme[start:end] == generated
+    assert "| claim | verdict |" in generated and "figures/remedies.png" in generated
+
+
+def test_the_gallery_is_spliced_between_its_markers_and_a_document_without_them_is_refused():
+    document = f"intro\n{gallery.START}\nold numbers\n{gallery.END}\nafter\n"
+    assert gallery.splice(document, "new") == "intro\nnew\nafter\n"
+    with pytest.raises(ValueError, match="no gallery markers"):
+        gallery.splice("intro only", "new")
+
+
+def test_the_quickstarts_numbers_are_the_committed_probes_of_the_same_nets():
+    """The Quickstart quotes `dissipate probe --model plain34` (and resnet34): seed 0, 256 synthetic images at 32 px,
+    which is what the cpu preset probes at initialisation, so the committed dissipation_curves.csv holds the same
+    rows (measured equal to every printed digit) and the quoted numbers are checked against it, not remembered."""
+    from dissipate.analyses import RECIPES
+
+    recipe = RECIPES["cpu"]
+    probe_defaults = inspect.signature(cli.probe).parameters
+    assert recipe.init_data == probe_defaults["data"].default.default == "synthetic"
+    assert recipe.init_image_size == 32 and recipe.probe_images == probe_defaults["num_images"].default.default
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    number = r"([\d.]+) / ([\d.]+)"
+    quoted = re.search(rf"plain34 keeps {number} \(CKA / R²\) at `(\S+)` against resnet34's {number}, and at the last "
+                       rf"site the two are {number} and {number}", readme)
+    assert quoted, "the Quickstart no longer quotes plain34 against resnet34"
+    curves = pd.read_csv(ROOT / "figures" / "dissipation_curves.csv")
+    init = curves[(curves["state"] == "init") & (curves["dataset"] == "synthetic")]
+
+    def at(model: str, site: str | None) -> list[str]:
+        rows = init[init["model"] == model]
+        row = rows[rows["site"] == site].iloc[0] if site else rows.loc[rows["layer"].idxmax()]
+        return [f"{row.cka_input:.3f}", f"{row.recon_r2:.3f}"]
+
+    mid = quoted.group(3)
+    numbers = [*quoted.groups()[:2], *quoted.groups()[3:]]
+    assert numbers == [*at("plain34", mid), *at("resnet34", mid), *at("plain34", None), *at("resnet34", None)]

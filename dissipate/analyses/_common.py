@@ -29,6 +29,8 @@ PRESETS = ("smoke", "cpu", "gpu", "paper")
 COMPARED = ("plain", "resnet", "pnnh")  # the families every figure compares
 TRANSFORMERS = TRANSFORMER_FAMILIES  # and their transformer counterparts
 COMPARED_DEPTHS = (20, 56, 110)  # the CIFAR-family depths the figures compare (He et al.'s, minus 32 and 44)
+# --seeds by default: how many seeds each comparison that decides a claim is run with (the others take seed 0 alone)
+SEEDS = {"smoke": 3, "cpu": 3, "gpu": 3, "paper": 3}
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,9 @@ RECIPES = {
     # seconds: two CIFAR depths on tiny synthetic images
     "smoke": Recipe(data="synthetic", epochs=2, batch_size=32, lr=0.05, warmup=0.5, subset=256, test_subset=128,
                     image_size=16, probe_images=64, probe_every=1, train_probe_images=32),
-    # about 55 minutes on two CPU cores: 5 short epochs of Fashion-MNIST (160 SGD steps of 64 images) at the CIFAR
-    # recipe's lr 0.1 (the ViTs by their own recipe). The first PNNH diverged here at 0.05, which had lowered this preset to 0.02 (docs/design.md)
+    # about 65 minutes on two CPU cores: 5 short epochs of Fashion-MNIST (160 SGD steps of 64 images) at the CIFAR
+    # recipe's lr 0.1 (the ViTs by their own recipe). The first PNNH diverged here at 0.05, which had lowered this
+    # preset to 0.02 (docs/design.md)
     "cpu": Recipe(data="fashion-mnist", epochs=5, batch_size=64, lr=0.1, warmup=1.0, subset=2048, test_subset=1000,
                   probe_every=1),
     # the cpu preset's nets on all of Fashion-MNIST, to convergence on one GPU (resnet20 reached 93.1% in 10 epochs at
@@ -120,15 +123,23 @@ def gpu_seconds(runs: list[tuple["Variant", str]], recipe: Recipe) -> float:
 
 @dataclass(frozen=True)
 class Variant:
-    """A model and its options, e.g. pnnh20 with coder_ratio=0.5."""
+    """A model and its options, e.g. pnnh20 with coder_ratio=0.5, and the seed of its weights (and of its training
+    run's data order)."""
 
     model: str
     options: dict = field(default_factory=dict)
+    seed: int = 0
 
     @property
     def label(self) -> str:
+        """The net, whatever its seed: what the figures group the seeds of."""
         short = {"coder_ratio": "k/C", "learner_ratio": "learner"}
         return " ".join([self.model, *(f"{short.get(k, k)}={v}" for k, v in sorted(self.options.items()))])
+
+    @property
+    def run_label(self) -> str:
+        """The label and, past seed 0, the seed: what names one run."""
+        return self.label + (f" seed={self.seed}" if self.seed else "")
 
     @property
     def family(self) -> str:
@@ -141,6 +152,11 @@ class Variant:
 
 def variants(*models: str) -> tuple[Variant, ...]:
     return tuple(Variant(model) for model in models)
+
+
+def seeded(variants: tuple[Variant, ...], seeds: int) -> tuple[Variant, ...]:
+    """Each variant at seeds 0 to `seeds` - 1, in that order."""
+    return tuple(dataclasses.replace(v, seed=seed) for v in variants for seed in range(seeds))
 
 
 def family_models(families: tuple[str, ...], depths: tuple[int, ...]) -> tuple[Variant, ...]:
@@ -157,6 +173,15 @@ def block_outputs(frame: pd.DataFrame, by: tuple[str, ...] = ("state", "model"))
     (pnnh20 at initialisation), and a curve through both zig-zags."""
     parent = frame["site"].str.rpartition(".")[0]
     return ~frame[list(by)].assign(parent=parent).duplicated(keep="last")
+
+
+def check_seeds(seeds: int | None, preset: str) -> int:
+    """`seeds`, or the preset's default (None); a count below 1 is refused."""
+    if seeds is None:
+        return SEEDS[preset]
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise InvalidArgumentError(f"--seeds must be a whole number of at least 1, not {seeds!r}")
+    return seeds
 
 
 def digest(settings: object) -> str:
@@ -236,12 +261,14 @@ class Context:
     device: str = "auto"
     data_dir: str | None = None
     say: Callable[[str], None] = print
+    seeds: int | None = None  # the seeds of each decisive comparison (None: the preset's, SEEDS)
     recipe: Recipe = field(init=False)
     _fresh: set[str] = field(default_factory=set, init=False)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
         self.recipe = RECIPES[self.preset]
+        self.seeds = check_seeds(self.seeds, self.preset)
         self.cache = writable_directory(self.out / "cache", "the figures' cache")
         resolve_device(self.device)  # a device that is not here fails now, not at the first run
         atomic_write(self.cache / ".gitignore", lambda f: f.write(b"*\n"))  # runs hold checkpoints: never commit them
@@ -265,7 +292,7 @@ class Context:
                            test_subset=r.test_subset,
                            image_size=r.image_size, model_kwargs=dict(variant.options), data_dir=self.data_dir,
                            device=self.device, channels_last=r.channels_last, probe_every=r.probe_every,
-                           probe_images=r.train_probe_images, probe_metrics=r.train_probe_metrics)
+                           probe_images=r.train_probe_images, probe_metrics=r.train_probe_metrics, seed=variant.seed)
 
     def run_dir(self, config: TrainConfig) -> Path:
         """cache/PRESET/runs/MODEL-DATA-HASH: the hash covers everything that decides the result (the probe settings
@@ -289,11 +316,11 @@ class Context:
             if self.force:
                 shutil.rmtree(run, ignore_errors=True)
             resume = (run / "latest.pt").is_file()
-            self.say(f"{'resuming' if resume else 'training'} {variant.label}: "
+            self.say(f"{'resuming' if resume else 'training'} {variant.run_label}: "
                      f"{self.recipe.describe(config.data, config.optimizer)}")
             note = train_run(config, run)
             if note:
-                self.say(f"{variant.label}: {note}")
+                self.say(f"{variant.run_label}: {note}")
         history = read_cached(log, LOG_COLUMNS, run) if log.is_file() else pd.DataFrame(columns=list(LOG_COLUMNS))
         probes = read_cached(run / PROBES_FILE, ("epoch",), run) if (run / PROBES_FILE).is_file() else pd.DataFrame()
         if diverged.is_file():
@@ -319,13 +346,14 @@ class Context:
         if is_synthetic(data):  # the generator's version names its images too
             source = [source, SYNTHETIC_VERSION]
         options = model_options(variant.model, variant.options)
-        key = digest([variant.model, options, state, data, source, r.probe_images, r.probe_metrics])
+        settings = [variant.model, options, state, data, source, r.probe_images, r.probe_metrics]
+        key = digest(settings + [variant.seed] if variant.seed and state == "init" else settings)
         path = self.cache / self.preset / "probes" / f"{variant.model}-{state}-{data.partition(':')[0]}-{key}.csv"
         if not self._stale(str(path), path.is_file):
             return read_cached(path, ("site", "depth"))
         if state == "init":
             images = load_data(data, image_size=r.init_image_size, length=r.probe_images, root=self.data_dir)
-            net = probe_model(variant.model, images, **variant.options)
+            net = probe_model(variant.model, images, seed=variant.seed, **variant.options)
         else:
             checkpoint = self.trained(variant, data).checkpoint
             if checkpoint is None:
@@ -333,7 +361,7 @@ class Context:
             saved = read_checkpoint(checkpoint)
             images = load_data(data, image_size=r.image_size, in_chans=saved["in_chans"], root=self.data_dir)
             net = probe_model(variant.model, images, saved, str(checkpoint))
-        self.say(f"probing {variant.label} ({'at initialisation' if state == 'init' else 'trained'}) on {data}")
+        self.say(f"probing {variant.run_label} ({'at initialisation' if state == 'init' else 'trained'}) on {data}")
         config = ProbeConfig(metrics=r.probe_metrics, num_images=r.probe_images, device=self.device,
                              calibrate_bn=state == "init")
         with warnings.catch_warnings(record=True) as notices:
@@ -353,7 +381,7 @@ class Context:
         frame = frame.rename(columns={"depth": "layer"})
         data = self.probe_data(state, data)
         identity = {"preset": self.preset, "dataset": data, "state": state, "model": variant.label,
-                    "family": variant.family, "model_depth": variant.depth}
+                    "family": variant.family, "model_depth": variant.depth, "seed": variant.seed}
         return pd.concat([pd.DataFrame(identity, index=frame.index), frame], axis=1)
 
     # -- results ----------------------------------------------------------------------------------------------------
@@ -366,6 +394,8 @@ class Context:
         stamped = {"preset": self.preset, "recipe": dataclasses.asdict(self.recipe),
                    "settings": dataclasses.asdict(analysis.PRESETS[self.preset]),
                    "columns": analysis.COLUMNS}  # a table of an older layout is recomputed
+        if getattr(analysis, "SEEDED", False):  # one whose runs or rows depend on --seeds
+            stamped["seeds"] = self.seeds
         if getattr(analysis, "INPUTS", ()):  # a table joined from others is stale when they change
             stamped["inputs"] = {i.NAME: digest(self.result(i)[0].to_csv(index=False)) for i in analysis.INPUTS}
         settings = json.dumps(stamped, sort_keys=True, default=str)

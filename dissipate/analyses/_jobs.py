@@ -151,7 +151,7 @@ def _planned(ctx: Context, runs: list[tuple[Variant, str | None]]) -> dict[Path,
     planned: dict[Path, tuple[str, TrainConfig]] = {}
     for variant, data in runs:
         config = ctx.train_config(variant, data)
-        planned.setdefault(ctx.run_dir(config), (variant.label, config))
+        planned.setdefault(ctx.run_dir(config), (variant.run_label, config))
     return planned
 
 

@@ -1,10 +1,13 @@
-"""Figure 5 (the paper's Figure 3), accuracy against parameter count: plain, residual and PNNH nets at each depth,
-and PNNH nets with a narrower coder (`coder_ratio` k/C < 1) or learner (`learner_ratio` < 1), which cost fewer
-parameters.
+"""Figure 5 (the paper's Figure 3), accuracy against parameter count: plain, residual and PNNH nets at each depth;
+and at the shallowest depth, the width frontier: ResNet and plain nets at widths 0.5, 0.71 and 1 (`width`, about a
+quarter, a half and all of the parameters), against PNNH nets with a narrower coder (`coder_ratio` k/C < 1) or
+learner (`learner_ratio` < 1). That is the control the efficiency claim needs: at equal parameters, does PNNH beat a
+narrower ResNet? The runs that decide it take several seeds (SEEDED); each point is their mean, with its 95% interval.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pandas as pd
@@ -15,17 +18,23 @@ from matplotlib.lines import Line2D
 from ..data import load_data
 from ..models import count_flops, count_parameters, create_model
 from ..plots import FAMILY_COLOURS, FAMILY_LABELS, caption_line, finish_figure, plain_log_axis
-from ._common import COMPARED, COMPARED_DEPTHS, TRANSFORMERS, Context, Variant, family_models
+from ._common import COMPARED, COMPARED_DEPTHS, TRANSFORMERS, Context, Variant, family_models, seeded
+from ._stats import mean_interval
 
 NAME = "accuracy_params"
-DESCRIPTION = "final test accuracy against parameters, with PNNH at coder/learner ratios below 1"
+DESCRIPTION = ("final test accuracy against parameters at every depth, and the width frontier: ResNet and plain at "
+               "widths 0.5, 0.71 and 1 against PNNH at coder/learner ratios below 1")
 COLUMNS = ("preset", "dataset", "model", "family", "model_depth", "base_model", "coder_ratio", "learner_ratio",
-           "params", "image_size", "flops", "epochs", "test_acc", "best_test_acc", "train_loss", "status")
+           "width", "seed", "params", "image_size", "flops", "epochs", "test_acc", "best_test_acc", "train_loss",
+           "status")
+SEEDED = True
+WIDTHS = (0.5, 0.71)  # the width controls, beside width 1: about a quarter and a half of the parameters
 
 
 @dataclass(frozen=True)
 class Settings:
-    models: tuple[Variant, ...]
+    models: tuple[Variant, ...]  # at seed 0
+    seeded: tuple[Variant, ...] = ()  # of `models`, those that decide a claim: at every seed of --seeds
     datasets: tuple[str | None, ...] = (None,)  # None: the preset's own
 
 
@@ -40,38 +49,63 @@ def _narrow_grid(depth: int, coders: tuple[float, ...], learners: tuple[float, .
     return _narrow_pnnh((depth,), *(options for options in grid if options))
 
 
+def _width_controls(families: tuple[str, ...], depths: tuple[int, ...]) -> tuple[Variant, ...]:
+    return tuple(Variant(f"{family}{depth}", {"width": width}) for depth in depths for family in families
+                 for width in WIDTHS)
+
+
 def narrow_models(preset: str) -> tuple[Variant, ...]:
     """The PNNH nets of `preset` narrower than full width, which throughput times too."""
-    return tuple(v for v in PRESETS[preset].models if v.options)
+    return tuple(v for v in PRESETS[preset].models if v.options and v.family == "pnnh")
 
 
+DECISIVE_PNNH = _narrow_pnnh((20,), {"coder_ratio": 0.5}, {"coder_ratio": 0.25, "learner_ratio": 0.25})
+
+
+# The decisive runs, at every seed: plain against ResNet at depths 20 and 56 (the loss of the input, degradation),
+# the width controls, and the two PNNH nets that the on-par and efficiency claims compare (claims.py): a narrower
+# coder at full width (k/C = 0.5, not ResNet's function), and the narrowest, at about ResNet-20-x0.71's parameters.
+# PNNH at its defaults is ResNet's function, and its run the same run: seeds would repeat ResNet's.
 PRESETS = {
-    "smoke": Settings((*family_models(COMPARED, (20, 32)),
-                       *_narrow_pnnh((20,), {"coder_ratio": 0.5}, {"learner_ratio": 0.5}))),
-    # the efficiency claim, measured: which narrower PNNH matches ResNet at its depth (the tables' headline)
-    "cpu": Settings((*family_models(COMPARED, COMPARED_DEPTHS), *_narrow_grid(20, (0.25, 0.5, 1), (0.25, 0.5, 1)),
+    "smoke": Settings((*family_models(COMPARED, (20, 32)), *_width_controls(("resnet",), (20,)), *DECISIVE_PNNH),
+                      seeded=(*family_models(("plain", "resnet"), (20,)), *_width_controls(("resnet",), (20,)),
+                              *DECISIVE_PNNH)),
+    # the efficiency claim, measured: which narrower PNNH matches ResNet at its depth (the tables' headline), and
+    # whether it beats a ResNet of its parameters
+    "cpu": Settings((*family_models(COMPARED, COMPARED_DEPTHS), *_width_controls(("plain", "resnet"), (20,)),
+                     *_narrow_pnnh((20,), {"coder_ratio": 0.25, "learner_ratio": 0.25}, {"learner_ratio": 0.25},
+                                   {"learner_ratio": 0.5}, {"coder_ratio": 0.5}),
+                     *_narrow_pnnh((56,), {"learner_ratio": 0.5}), *family_models(TRANSFORMERS, (6,))),
+                    seeded=(*family_models(("plain", "resnet"), (20, 56)), *_width_controls(("plain", "resnet"), (20,)),
+                            *DECISIVE_PNNH)),
+    "gpu": Settings((*family_models(COMPARED, COMPARED_DEPTHS), *_width_controls(("plain", "resnet"), (20, 56)),
+                     *_narrow_grid(20, (0.25, 0.5, 1), (0.25, 0.5, 1)),
                      *_narrow_pnnh((56,), {"learner_ratio": 0.5}, {"coder_ratio": 0.25, "learner_ratio": 0.5},
                                    {"coder_ratio": 0.25, "learner_ratio": 0.25}),
-                     *family_models(TRANSFORMERS, (6,)))),
-    "gpu": Settings((*family_models(COMPARED, COMPARED_DEPTHS), *_narrow_grid(20, (0.25, 0.5, 1), (0.25, 0.5, 1)),
-                     *_narrow_pnnh((56,), {"learner_ratio": 0.5}, {"coder_ratio": 0.25, "learner_ratio": 0.5},
-                                   {"coder_ratio": 0.25, "learner_ratio": 0.25}),
-                     *family_models(TRANSFORMERS, (6, 12, 24)))),
+                     *family_models(TRANSFORMERS, (6, 12, 24))),
+                    seeded=(*family_models(("plain", "resnet"), (20, 56)), *_width_controls(("plain", "resnet"), (20,)),
+                            *DECISIVE_PNNH)),
     "paper": Settings((*family_models(COMPARED, COMPARED_DEPTHS), *family_models(TRANSFORMERS, (6, 12, 24)),
+                       *_width_controls(("plain", "resnet"), COMPARED_DEPTHS),
                        *_narrow_pnnh(COMPARED_DEPTHS, {"coder_ratio": 0.5}, {"coder_ratio": 0.25},
-                                     {"learner_ratio": 0.5}, {"coder_ratio": 0.5, "learner_ratio": 0.5})),
+                                     {"learner_ratio": 0.5}, {"coder_ratio": 0.5, "learner_ratio": 0.5},
+                                     {"coder_ratio": 0.25, "learner_ratio": 0.25})),
+                      seeded=(*family_models(("plain", "resnet"), (20, 56)),
+                              *_width_controls(("plain", "resnet"), (20,)), *DECISIVE_PNNH),
                       datasets=("cifar10", "cifar100")),
 }
 
 
-def runs(preset: str) -> list[tuple[Variant, str | None]]:
+def runs(preset: str, seeds: int = 1) -> list[tuple[Variant, str | None]]:
+    """Every net at seed 0, and the decisive ones at the other seeds too."""
     settings = PRESETS[preset]
-    return [(variant, data) for data in settings.datasets for variant in settings.models]
+    extra = [v for v in seeded(settings.seeded, seeds) if v.seed]
+    return [(variant, data) for data in settings.datasets for variant in (*settings.models, *extra)]
 
 
 def compute(ctx: Context) -> pd.DataFrame:
     rows, shapes = [], {}
-    for variant, data in runs(ctx.preset):
+    for variant, data in runs(ctx.preset, ctx.seeds):
         run = ctx.trained(variant, data)
         data = data or ctx.recipe.data
         if data not in shapes:  # the classes, channels and size the run's net was built for
@@ -85,6 +119,7 @@ def compute(ctx: Context) -> pd.DataFrame:
         final = run.log.iloc[-1] if run.diverged is None else {}
         rows.append({"preset": ctx.preset, "dataset": shape.name, "model": variant.label, "family": variant.family,
                      "model_depth": variant.depth, "base_model": variant.model, **ratios,
+                     "width": variant.options.get("width", 1.0), "seed": variant.seed,
                      "params": count_parameters(net), "image_size": shape.image_size,
                      "flops": count_flops(net, shape.image_size, shape.in_chans), "epochs": ctx.recipe.epochs,
                      "test_acc": final.get("test_acc"), "best_test_acc": run.log["test_acc"].max(),
@@ -97,53 +132,121 @@ def _is_full_width(frame: pd.DataFrame) -> pd.Series:
     return frame["model"] == frame["base_model"]
 
 
+def summarise(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per dataset and net: the mean final test accuracy of its seeds, its 95% interval (`low`, `high`; NaN
+    for one seed), the seeds that finished (`seeds`) and those that diverged (`diverged`)."""
+    rows = []
+    for _, group in frame.groupby(["dataset", "model"], sort=False):
+        mean, low, high = mean_interval(group["test_acc"])
+        first = group.iloc[0]
+        rows.append({**{c: first[c] for c in ("preset", "dataset", "model", "family", "model_depth", "base_model",
+                                                "width", "params", "flops", "image_size", "epochs")},
+                     "test_acc": mean, "low": low, "high": high, "train_loss": group["train_loss"].mean(),
+                     "best_test_acc": group["best_test_acc"].mean(), "seeds": int(group["test_acc"].notna().sum()),
+                     "diverged": int(group["test_acc"].isna().sum()),
+                     "status": "ok" if group["test_acc"].notna().any() else first["status"]})
+    return pd.DataFrame(rows)
+
+
+def _points(axis, rows: pd.DataFrame, **style) -> None:
+    """Each row's mean accuracy (%) against its parameters (millions), with its 95% interval where it has one."""
+    error = (100 * (rows["test_acc"] - rows["low"]), 100 * (rows["high"] - rows["test_acc"]))
+    axis.errorbar(rows["params"] / 1e6, 100 * rows["test_acc"], yerr=[e.fillna(0).to_numpy() for e in error],
+                  capsize=2.5, markersize=4.5, **style)
+
+
+def _frontier_depth(summary: pd.DataFrame) -> int | None:
+    """The depth of the width frontier: the shallowest depth with width controls."""
+    controls = summary[summary["width"] != 1]
+    return int(controls["model_depth"].min()) if len(controls) else None
+
+
 def draw(frame: pd.DataFrame) -> Figure:
-    datasets = list(dict.fromkeys(frame["dataset"]))
-    figure = Figure(figsize=(5.6 * len(datasets), 4.4), layout="constrained")
-    axes = figure.subplots(1, len(datasets), squeeze=False)[0]
-    for axis, data in zip(axes, datasets, strict=True):
-        every = frame[frame["dataset"] == data]
+    summary = summarise(frame)
+    datasets = list(dict.fromkeys(summary["dataset"]))
+    frontier = _frontier_depth(summary)
+    panels = 2 if frontier is not None else 1
+    figure = Figure(figsize=(5.4 * panels, 4.4 * len(datasets)), layout="constrained")
+    axes = figure.subplots(len(datasets), panels, squeeze=False)
+    for row, data in enumerate(datasets):
+        every = summary[summary["dataset"] == data]
         rows = every[every["test_acc"].notna()]
-        for family, group in rows[_is_full_width(rows)].groupby("family", sort=False):
-            group = group.sort_values("params")
-            axis.plot(group["params"] / 1e6, 100 * group["test_acc"], marker="o", color=FAMILY_COLOURS[family],
-                      gid=family, label=FAMILY_LABELS[family])
+        full = rows[_is_full_width(rows)]
+        narrow = rows[(rows["family"] == "pnnh") & ~_is_full_width(rows)]
+        depths = axes[row, 0]
+        labelled: list[tuple[float, float]] = []
+        for family, group in full.groupby("family", sort=False):
+            _points(depths, group.sort_values("params"), marker="o", color=FAMILY_COLOURS[family], gid=family,
+                    label=FAMILY_LABELS[family])
             for r in group.itertuples():
-                axis.annotate(str(r.model_depth), (r.params / 1e6, 100 * r.test_acc), fontsize=7,
-                              textcoords="offset points", xytext=(4, -9))
-        narrow = rows[~_is_full_width(rows)]
-        if len(narrow):
-            axis.scatter(narrow["params"] / 1e6, 100 * narrow["test_acc"], marker="D", s=30, facecolors="none",
-                         edgecolors=FAMILY_COLOURS["pnnh"], gid="pnnh", label="PNNH, narrower coder or learner")
-            for r in narrow.itertuples():
-                axis.annotate(r.model.removeprefix(r.base_model).strip(), (r.params / 1e6, 100 * r.test_acc),
-                              fontsize=6.5, textcoords="offset points", xytext=(5, 3), color=FAMILY_COLOURS["pnnh"])
-        plain_log_axis(axis, "x")
-        diverged = every[every["test_acc"].isna()]
-        if len(diverged):
-            axis.text(0.02, 0.02, "diverged, not shown: " + ", ".join(diverged["model"]), transform=axis.transAxes,
-                      fontsize=7, color="crimson")
-        axis.set_xlabel("parameters (millions, log)")
-        axis.set_ylabel("final test accuracy (%)")
-        axis.set_title(data, fontsize=10)
-        axis.grid(alpha=0.3, which="both")
-        handles, labels = axis.get_legend_handles_labels()
+                at = (r.params / 1e6, 100 * r.test_acc)
+                if not any(abs(math.log(at[0] / x)) < 0.15 and abs(at[1] - y) < 3 for x, y in labelled):
+                    labelled.append(at)  # one depth label for the points that sit together (PNNH on ResNet)
+                    depths.annotate(str(r.model_depth), at, fontsize=7, textcoords="offset points", xytext=(4, -9))
+        elsewhere = narrow[narrow["model_depth"] != frontier]
+        if len(elsewhere):
+            _points(depths, elsewhere, marker="D", linestyle="", markerfacecolor="none",
+                    color=FAMILY_COLOURS["pnnh"], gid="pnnh", label="PNNH, narrower coder or learner")
+        plain_log_axis(depths, "x")
+        depths.set_title(f"{data}: every depth, full width", fontsize=10)
+        handles, labels = depths.get_legend_handles_labels()
         handles.append(Line2D([], [], linestyle="", label="numbers: depth"))
-        axis.legend(handles=handles, fontsize=7)
+        depths.legend(handles=handles, fontsize=7)
+        if frontier is not None:
+            _draw_frontier(axes[row, 1], rows[rows["model_depth"] == frontier], frontier)
+        diverged = every[every["diverged"] > 0]
+        if len(diverged):
+            depths.text(0.02, 0.02, "diverged: " + ", ".join(f"{r.model} ({r.diverged} of {r.diverged + r.seeds})"
+                                                           for r in diverged.itertuples()),
+                        transform=depths.transAxes, fontsize=7, color="crimson")
+        for axis in axes[row]:
+            axis.set_xlabel("parameters (millions, log)")
+            axis.set_ylabel("final test accuracy (%)")
+            axis.grid(alpha=0.3, which="both")
     epochs = int(frame["epochs"].max())
-    return finish_figure(figure, "Accuracy against parameters", caption_line(frame, f"final epoch of {epochs}"))
+    seeds = int(summary["seeds"].max())
+    detail = (f"final epoch of {epochs}; points with bars: mean of {seeds} seeds and its 95% interval; without: "
+              "one seed" if seeds > 1 else f"final epoch of {epochs}; one seed each")
+    return finish_figure(figure, "Accuracy against parameters", caption_line(frame, detail))
+
+
+def _draw_frontier(axis, rows: pd.DataFrame, depth: int) -> None:
+    """Depth `depth`: ResNet and plain at each width (a line per family), and PNNH with a narrower coder or learner
+    (its full-width net is ResNet's function, so it is not drawn again)."""
+    for family, group in rows[rows["family"] != "pnnh"].groupby("family", sort=False):
+        group = group.sort_values("params")
+        _points(axis, group, marker="o", color=FAMILY_COLOURS[family], gid=family,
+                label=f"{FAMILY_LABELS[family]}, width {', '.join(f'{w:g}' for w in group['width'])}")
+        for r in group.itertuples():
+            axis.annotate(f"x{r.width:g}", (r.params / 1e6, 100 * r.test_acc), fontsize=6.5,
+                          textcoords="offset points", xytext=(4, -9), color=FAMILY_COLOURS[family])
+    narrow = rows[(rows["family"] == "pnnh") & ~_is_full_width(rows)]
+    if len(narrow):
+        _points(axis, narrow, marker="D", linestyle="", markerfacecolor="none", color=FAMILY_COLOURS["pnnh"],
+                gid="pnnh", label="PNNH, narrower coder or learner")
+        for r in narrow.itertuples():
+            axis.annotate(r.model.removeprefix(r.base_model).strip(), (r.params / 1e6, 100 * r.test_acc),
+                          fontsize=6, textcoords="offset points", xytext=(5, 3), color=FAMILY_COLOURS["pnnh"])
+    ticks = sorted({round(p / 1e6, 2) for p in rows["params"]})
+    plain_log_axis(axis, "x", ticks=[t for i, t in enumerate(ticks) if i == 0 or t / ticks[i - 1] > 1.15])
+    axis.set_title(f"depth {depth}: the width frontier", fontsize=10)
+    axis.legend(fontsize=7, loc="lower right")
 
 
 def _accuracy(row) -> str:
-    return f"{100 * row.test_acc:.1f}%" if row.status == "ok" else row.status
+    if row.status != "ok":
+        return row.status
+    interval = f" [{100 * row.low:.1f}, {100 * row.high:.1f}]" if pd.notna(row.low) else ""
+    return f"{100 * row.test_acc:.1f}%{interval}"
 
 
 def headline(frame: pd.DataFrame) -> list[str]:
+    summary = summarise(frame)
     lines = []
-    full = frame[_is_full_width(frame)]
+    full = summary[_is_full_width(summary)]
     for (data, depth), rows in full.groupby(["dataset", "model_depth"]):
         lines.append(f"{data} depth {depth}: " + ", ".join(
             f"{r.model} {_accuracy(r)} ({r.params / 1e6:.2f}M)" for r in rows.itertuples()))
-    for r in frame[~_is_full_width(frame)].itertuples():
+    for r in summary[~_is_full_width(summary)].itertuples():
         lines.append(f"{r.dataset} {r.model}: {_accuracy(r)} ({r.params / 1e6:.2f}M)")
     return lines

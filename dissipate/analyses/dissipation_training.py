@@ -41,7 +41,7 @@ PRESETS = {  # the training curves' runs: each probes as it trains
 PRESETS["gpu"] = PRESETS["cpu"]  # the cpu preset's nets, trained on all of Fashion-MNIST
 
 
-def runs(preset: str) -> list[tuple[Variant, None]]:
+def runs(preset: str, seeds: int = 1) -> list[tuple[Variant, None]]:
     return [(variant, None) for variant in PRESETS[preset].models]
 
 

@@ -35,7 +35,7 @@ PRESETS = {
 }
 
 
-def runs(preset: str) -> list[tuple[Variant, None]]:
+def runs(preset: str, seeds: int = 1) -> list[tuple[Variant, None]]:
     return [(variant, None) for variant in PRESETS[preset].models]
 
 

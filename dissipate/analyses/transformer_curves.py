@@ -41,7 +41,7 @@ PRESETS = {
 }
 
 
-def probes(preset: str) -> list[tuple[Variant, str]]:
+def probes(preset: str, seeds: int = 1) -> list[tuple[Variant, str]]:
     settings = PRESETS[preset]
     return [(v, "init") for v in settings.init] + [(v, "trained") for v in settings.trained]
 

@@ -10,7 +10,7 @@ import torch
 from matplotlib.colors import to_hex
 
 from dissipate.analyses import (ANALYSES, RECIPES, Context, Variant, describe_plan, outputs, parse_jobs,
-                                 run_analyses, select)
+                                 planned_runs, run_analyses, select)
 from dissipate.analyses._common import REFERENCE_RUN, gpu_seconds
 from dissipate.analyses._jobs import MAX_PER_GPU, parse_options, runs_per_gpu, submit_all, train_all
 from dissipate.analyses import accuracy_params, training_curves, transformer_curves
@@ -104,9 +104,8 @@ def test_a_second_run_reuses_the_cache_and_force_recomputes_once(smoke, tmp_path
     reports = run_analyses(["training_curves", "accuracy_params"], "smoke", out, force=True, formats=("png", "pdf"),
                            say=said.append)
     trained = [line for line in said if line.startswith("training")]
-    labels = {v.label for v in training_curves.PRESETS["smoke"].models} | {
-        v.label for v in accuracy_params.PRESETS["smoke"].models}
-    assert len(trained) == len(labels)  # a run shared by the two analyses trains once
+    runs = planned_runs(select(["training_curves", "accuracy_params"]), "smoke")
+    assert len(trained) == len(runs) > len(training_curves.PRESETS["smoke"].models)  # a shared run trains once
     assert (out / "accuracy_params.pdf").read_bytes().startswith(b"%PDF")
 
 
@@ -121,6 +120,17 @@ def test_the_paper_plan_lists_runs_epochs_probes_and_outputs(capsys, tmp_path):
         assert all(path.name in stdout for path in outputs(module, tmp_path))
     assert "throughput: plain18, resnet18, pnnh18, plain34, resnet34, pnnh34 at 224 px" in stdout
     assert describe_plan(preset="paper") == describe_plan(preset="paper")  # a plan computes nothing
+
+
+def test_seeds_multiply_the_decisive_runs_only_and_a_count_below_one_is_one_sentence(capsys, tmp_path):
+    code, stdout, _ = run_cli(capsys, "figures", "--preset", "cpu", "--dry-run", "--seeds", "5")
+    assert code == 0 and "at 5 seed(s)" in stdout
+    assert "resnet56 seed=4" in stdout and "resnet20 width=0.71 seed=4" in stdout and "seed=5" not in stdout
+    assert "resnet110 seed=1" not in stdout and "pnnh56 seed=1" not in stdout  # one seed: not decisive
+    three, five = (len(planned_runs(select(), "cpu", seeds)) for seeds in (None, 5))
+    assert five - three == 2 * len(accuracy_params.PRESETS["cpu"].seeded)
+    code, _, stderr = run_cli(capsys, "figures", "--preset", "smoke", "--seeds", "0", "--out", str(tmp_path / "f"))
+    assert code == 2 and stderr.count("\n") == 1 and "--seeds must be a whole number of at least 1" in stderr
 
 
 def test_the_gpu_plan_estimates_its_time_from_the_measured_throughput(capsys, tmp_path):
@@ -150,7 +160,8 @@ def test_a_run_killed_before_its_log_was_written_is_resumed_not_read_as_finished
     finished nor train it again; resuming makes the log agree with latest.pt's history without training."""
     out = tmp_path / "figures"
     shutil.copytree(smoke[0], out)
-    run = sorted((out / "cache" / "smoke" / "runs").iterdir())[0]
+    ctx = Context("smoke", out)
+    run = ctx.run_dir(ctx.train_config(training_curves.PRESETS["smoke"].models[0]))
     log = pd.read_csv(run / "log.csv")
     log.iloc[:-1].to_csv(run / "log.csv", index=False)
     (out / "cache" / "training_curves.json").unlink()
