@@ -1,16 +1,21 @@
-"""Files: writes that never leave a half-written file behind, and weight files read without unpickling code."""
+"""Files: writes that never leave a half-written file behind, weight files read without unpickling code, and CSV
+files read with every column that dissipate knows checked against its rules."""
 
 from __future__ import annotations
 
 import errno
+import math
 import os
 import pickle
 import stat
 import tempfile
 import warnings
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable
 
+import numpy as np
+import pandas as pd
 import torch
 
 from .errors import CheckpointError, InvalidArgumentError
@@ -93,8 +98,21 @@ def writable_directory(path: str | os.PathLike, what: str) -> Path:
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as error:
-        raise InvalidArgumentError(f"{what} {path} cannot be written: {os_error_reason(error)}") from None
+        raise InvalidArgumentError(f"{what} {path} cannot be written: {_broken_link(path) or os_error_reason(error)}"
+                                   ) from None
     return path
+
+
+def _broken_link(path: Path) -> str | None:
+    """Why a symlink at (or above) `path` leads nowhere: a loop, or a missing target; None when it is not that."""
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "it is a symlink loop"
+        if error.errno == errno.ENOENT and os.path.islink(path):
+            return f"it is a symlink to {os.readlink(path)}, which does not exist"
+    return None
 
 
 def os_error_reason(error: OSError) -> str:
@@ -123,3 +141,68 @@ def load_weights(path: str | os.PathLike, what: str = "weight file") -> Any:
                       type(error).__name__)
         raise CheckpointError(f"{path} is not a readable PyTorch {what} (truncated or corrupt?): "
                               f"{reason[:120]}") from None
+
+
+@dataclass(frozen=True)
+class ColumnRule:
+    """What a column of dissipate's CSV files may hold: numbers from `low` to `high`, whole numbers that are never
+    missing when `whole`; a missing value (NaN) is allowed otherwise, infinities never."""
+
+    low: float
+    high: float
+    whole: bool = False
+
+    def describe(self) -> str:
+        kind, low, high = "a whole number" if self.whole else "a number", _number(self.low), _number(self.high)
+        return f"{kind} up to {high}" if self.low == -math.inf else f"{kind} from {low} to {high}"
+
+
+def _number(x: float) -> str:
+    return f"{int(x):,}" if math.isfinite(x) and float(x).is_integer() else f"{x:g}"
+
+
+MAX_INDEX = 1_000_000  # beyond any depth, site or epoch of a real run
+ROUNDING = 1e-3  # float32 sums put a measured R^2 of 1 as high as 1.0000019 (figures/remedies.csv)
+COLUMN_RULES = {  # every CSV reader checks these columns where a file has them (`read_table`)
+    "epoch": ColumnRule(0, MAX_INDEX, whole=True),
+    "depth": ColumnRule(0, MAX_INDEX, whole=True),  # a site's position in the net (probe.csv); `layer` in analyses
+    "layer": ColumnRule(0, MAX_INDEX, whole=True),
+    "channels": ColumnRule(1, 2 ** 24, whole=True),
+    "model_depth": ColumnRule(1, MAX_INDEX),  # missing on rows of no one net
+    "surviving": ColumnRule(0, 1),  # a fraction of a site's values
+    "cka_input": ColumnRule(-1, 1 + ROUNDING),  # debiased CKA dips just below 0
+    "recon_r2": ColumnRule(-math.inf, 1 + ROUNDING),  # R^2: 1 at best, as low as a bad read-out makes it
+    "train_acc": ColumnRule(0, 1),
+    "test_acc": ColumnRule(0, 1),
+}
+
+
+def read_table(path: str | os.PathLike, columns: tuple[str, ...], problem: Callable[[str], Exception]) -> pd.DataFrame:
+    """The CSV at `path`, which must have `columns`, with each column of COLUMN_RULES it has checked and made numeric
+    (whole-number columns int64). Anything else raises `problem(why)`, `why` being a phrase that names the column
+    and the row: "its depth column holds 'x' in row 3, where a whole number from 0 to 1e+06 belongs"."""
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError) as error:  # pandas' ParserError and EmptyDataError, and bad UTF-8, are ValueErrors
+        text = error.strerror.lower() if isinstance(error, OSError) and error.strerror else str(error)
+        raise problem(f"it cannot be read as a CSV: {(text.strip().splitlines() or [type(error).__name__])[0][:100]}"
+                      ) from None
+    missing = [column for column in columns if column not in frame]
+    if missing:
+        raise problem(f"it has no {missing[0]} column")
+    for column, rule in COLUMN_RULES.items():
+        if column not in frame:
+            continue
+        numeric = pd.to_numeric(frame[column], errors="coerce")  # an int column stays int
+        values = numeric.astype(float)
+        absent = values.isna()
+        bad = (absent & (frame[column].notna() | rule.whole)) | (~absent & ~(
+            np.isfinite(values) & (values >= rule.low) & (values <= rule.high) & (~rule.whole | (values % 1 == 0))))
+        if bad.any():
+            row = int(np.argmax(bad.to_numpy()))
+            value = frame[column].iloc[row]
+            shown = "nothing" if pd.isna(value) and not isinstance(value, str) else repr(
+                value.item() if hasattr(value, "item") else value)
+            raise problem(f"its {column} column holds {shown} in row {row + 1}, where {rule.describe()} belongs")
+        frame[column] = values.astype("int64") if rule.whole else numeric
+    return frame

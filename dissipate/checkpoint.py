@@ -2,17 +2,19 @@
 
 Format (docs/design.md, section 5)::
 
-    {"format": "dissipate", "version": 2, "model": name, "model_kwargs": {...}, "state_dict": ...,
-     "num_classes": ..., "in_chans": ..., "dataset": ..., "epoch": ..., "metrics": {...}}
+    {"format": "dissipate", "version": 3, "model": name, "model_kwargs": {...}, "state_dict": ...,
+     "num_classes": ..., "in_chans": ..., "dataset": ..., "epoch": ..., "metrics": {...}, "checksum": ...}
 
-Version 2 records every option the model was built with, defaults included; version 1 recorded those given, and
-is read with the defaults of its day (`ModelEntry.first_defaults`).
+Since version 2 a checkpoint records every option the model was built with, defaults included; version 1 recorded
+those given, and is read with the defaults of its day (`ModelEntry.first_defaults`).
 
 A bare state_dict (torchvision's weights, say) is accepted too, together with a model name.
 
-Checkpoints carry a SHA-256 of their tensors ("checksum"), checked as they are read: a changed byte is refused.
-Those written before it load with a notice. A file never chooses code to run: the model it records is rebuilt only
-when it is a registry, torchvision: or timm: name (`recorded_model`), or the `module:` factory that the caller named.
+Version 3 carries a SHA-256 of everything it holds ("checksum"), checked as it is read: a changed byte anywhere, in
+a tensor, the header, the training config or the history, is refused, and so is a version-3 file without one.
+Version-2 files checksummed their tensors and model only, and load with a notice, as do those written before any
+checksum. A file never chooses code to run: the model it records is rebuilt only when it is a registry,
+torchvision: or timm: name (`recorded_model`), or the `module:` factory that the caller named.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ from .models import MAX_CHANNELS, MAX_CLASSES, check_options, create_model, exte
 from .models.external import head_classes
 
 FORMAT = "dissipate"
-VERSION = 2
-READABLE = (1, 2)
+VERSION = 3  # 3: the checksum covers every field; 2: options with their defaults, a checksum of the tensors
+READABLE = (1, 2, 3)
+CHECKED_FROM = 3  # the first version whose every file carries a checksum of all it holds
 REQUIRED_KEYS = ("model", "model_kwargs", "state_dict", "num_classes", "in_chans")
 IDENTITY_KEYS = ("model", "model_kwargs", "num_classes", "in_chans")  # what the tensors are: in their checksum
 MAX_KEYS_SHOWN = 5
@@ -63,7 +66,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, dataset: str |
     checkpoint = {"format": FORMAT, "version": VERSION, "model": spec.name, "model_kwargs": dict(spec.kwargs),
                   "state_dict": model.state_dict(), "num_classes": spec.num_classes, "in_chans": spec.in_chans,
                   "dataset": dataset, "epoch": epoch, "metrics": dict(metrics or {}), **extra}
-    checkpoint["checksum"] = tensor_checksum(checkpoint)
+    checkpoint["checksum"] = checksum(checkpoint)
     return atomic_write(path, lambda file: torch.save(checkpoint, file))
 
 
@@ -83,12 +86,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         if wrong or not _is_state_dict(content["state_dict"]):
             what = ", ".join(wrong) if wrong else "a state_dict that is not a dict of named tensors"
             raise CheckpointError(f"{path} is a damaged dissipate checkpoint: it has {what[:200]}")
-        if "checksum" not in content:
-            warnings.warn(f"{path} has no checksum of its tensors (written before dissipate recorded one), so a "
-                          "damaged byte in them goes unnoticed", Notice, stacklevel=2)
-        elif content["checksum"] != _checksum_of(content, path):
-            raise CheckpointError(f"{path} is damaged: its tensors, or the model they are of, do not match the "
-                                  "checksum written with them")
+        _check_sum(content, path)
         return content
     if _is_state_dict(content):
         return {"format": None, "state_dict": content}
@@ -96,24 +94,74 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                           f"(it holds a {type(content).__name__})")
 
 
-def tensor_checksum(content: Any) -> str:
-    """SHA-256 over every tensor in `content` (nested dicts and lists, the checksum itself left out), each with its
-    path, dtype and shape, in path order, and over the header that says what they are (model, options, classes,
-    channels): what a flipped byte in a checkpoint's tensor data changes, or weights relabelled as another model."""
-    digest = hashlib.sha256(repr([content.get(key) for key in IDENTITY_KEYS]).encode())
-    for path, tensor in sorted(_tensors(content, ""), key=lambda item: item[0]):
-        digest.update(f"{path}|{tensor.dtype}|{tuple(tensor.shape)}|{tensor.layout}|{tensor.device.type}|".encode())
-        if tensor.layout == torch.strided and tensor.device.type != "meta":  # no model of ours holds others, and
-            # `load_state_dict` refuses them
-            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+def checksum(content: dict) -> str:
+    """SHA-256 over everything a checkpoint holds but its checksum: each key and value in order, every value tagged
+    with its type (so 1, 1.0, True and "1" differ), each tensor with its dtype, shape, layout, device and bytes."""
+    digest = hashlib.sha256()
+    _feed(digest, {key: value for key, value in content.items() if key != "checksum"})
     return digest.hexdigest()
 
 
-def _checksum_of(content: dict, path: Path) -> str:
+def _feed(digest, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        digest.update(f"T{value.dtype}|{tuple(value.shape)}|{value.layout}|{value.device.type}|".encode())
+        digest.update(_tensor_bytes(value))
+    elif isinstance(value, dict):
+        digest.update(f"D{len(value)}|".encode())
+        for key, item in value.items():
+            _feed(digest, key)
+            _feed(digest, item)
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"{type(value).__name__}{len(value)}|".encode())
+        for item in value:
+            _feed(digest, item)
+    elif isinstance(value, str):
+        digest.update(f"S{len(value)}|{value}".encode("utf-8", "surrogatepass"))
+    elif isinstance(value, float):
+        digest.update(f"F{value.hex()}|".encode())
+    else:  # None, bool, int, and what else weights_only reads back (a dtype, a torch.Size)
+        digest.update(f"{type(value).__name__}|{value!r}|".encode())
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> bytes:
+    """A tensor's data as bytes; none for sparse and meta tensors (no model of ours holds them, and
+    `load_state_dict` refuses them)."""
+    if tensor.layout != torch.strided or tensor.device.type == "meta":
+        return b""
+    return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def _legacy_checksum(content: dict) -> str:
+    """Version 2's checksum: SHA-256 over the header that says what the tensors are (model, options, classes,
+    channels) and the tensors, each with its path, dtype and shape, in path order; nothing else."""
+    digest = hashlib.sha256(repr([content.get(key) for key in IDENTITY_KEYS]).encode())
+    for path, tensor in sorted(_tensors(content, ""), key=lambda item: item[0]):
+        digest.update(f"{path}|{tensor.dtype}|{tuple(tensor.shape)}|{tensor.layout}|{tensor.device.type}|".encode())
+        digest.update(_tensor_bytes(tensor))
+    return digest.hexdigest()
+
+
+def _check_sum(content: dict, path: Path) -> None:
+    """Refuse a checkpoint whose checksum does not match what it holds, or that lacks the one its version records;
+    a notice for a file whose version recorded less (none, or version 2's of the tensors and model only)."""
+    version = content["version"]
+    if "checksum" not in content:
+        if version >= CHECKED_FROM:
+            raise CheckpointError(f"{path} is damaged: it is a version-{version} checkpoint, which records a "
+                                  "checksum, and it has none")
+        warnings.warn(f"{path} has no checksum (written before dissipate recorded one), so a damaged byte in it goes "
+                      "unnoticed", Notice, stacklevel=3)
+        return
     try:
-        return tensor_checksum(content)
+        expected = checksum(content) if version >= CHECKED_FROM else _legacy_checksum(content)
     except RecursionError:  # a hostile file can nest its plain data deeper than any checkpoint of ours
         raise CheckpointError(f"{path} is damaged: its data nests deeper than a checkpoint's") from None
+    if content["checksum"] != expected:
+        what = "what it holds does" if version >= CHECKED_FROM else "its tensors, or the model they are of, do"
+        raise CheckpointError(f"{path} is damaged: {what} not match the checksum written with it")
+    if version < CHECKED_FROM:
+        warnings.warn(f"{path} is a version-{version} checkpoint, whose checksum covers its tensors and model only, "
+                      "so a change to its other fields goes unnoticed", Notice, stacklevel=3)
 
 
 def _tensors(content: Any, path: str):
@@ -202,7 +250,7 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], so
     given = {key: state_dict[key] for key in expected if key in state_dict}
     unusual = [key for key, t in given.items() if t.layout != torch.strided or t.device.type == "meta"]
     plain = {key: t for key, t in given.items() if key not in unusual and t.is_floating_point()}
-    non_finite = [key for key, t in plain.items() if not torch.isfinite(t).all()]
+    non_finite = non_finite_keys(plain)
     negative = [key for key, t in plain.items() if key.endswith("running_var") and (t < 0).any()]
     problems = [f"{label} {_first(keys)}" for label, keys in
                 (("missing keys", missing), ("unexpected keys", unexpected),
@@ -213,6 +261,12 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], so
         name = getattr(getattr(model, "spec", None), "name", type(model).__name__)
         raise CheckpointError(f"{source} does not fit model {name!r}: {'; '.join(problems)}")
     model.load_state_dict(state_dict)
+
+
+def non_finite_keys(tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    """The keys of the floating-point tensors (dense, with data) that hold a NaN or an infinity."""
+    return [key for key, t in tensors.items() if t.is_floating_point() and t.layout == torch.strided
+            and t.device.type != "meta" and not torch.isfinite(t).all()]
 
 
 def _options(value: Any) -> dict | None:

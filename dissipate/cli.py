@@ -175,8 +175,7 @@ def load_model_and_data(model: str | None, model_args: Iterable[str], checkpoint
     then the model shaped for it. `model` may be omitted for a dissipate checkpoint, which names its own. `deploy`
     fuses a RepVGG net's branches into one conv per layer, as it is deployed."""
     saved = read_checkpoint(checkpoint) if checkpoint else None
-    named = model  # what the user named: the one model whose code a checkpoint's `module:` may run
-    if model is None:
+    if model is None:  # the checkpoint's own, which may not be a `module:` factory: only the user's name runs code
         if saved is None or saved["format"] is None:
             raise InvalidArgumentError("name a model with --model (or give a dissipate checkpoint, which names its "
                                        "own)")
@@ -188,7 +187,7 @@ def load_model_and_data(model: str | None, model_args: Iterable[str], checkpoint
         image_size = saved["model_kwargs"].get("img_size")  # a ViT takes the size it was trained at
     images = load_data(data, image_size=image_size, in_chans=saved.get("in_chans") if saved else None,
                        length=num_images, root=data_dir, seed=seed)
-    net = probe_model(named, images, saved, str(checkpoint), seed, **options)
+    net = probe_model(model, images, saved, str(checkpoint), seed, **options)
     if deploy:
         if not any(isinstance(m, RepConv) for m in net.modules()):
             raise InvalidArgumentError(f"--deploy fuses a RepVGG net's branches, and {net.spec.name} has none")

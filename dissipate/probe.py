@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import difflib
 import json
+import os
 import re
 import traceback
 import warnings
@@ -39,7 +40,7 @@ from torch.utils.data import DataLoader, Subset
 
 from . import __version__
 from . import record as record_module
-from ._io import atomic_write, writable_directory
+from ._io import atomic_write, os_error_reason, read_table, writable_directory
 from .checkpoint import model_from_checkpoint
 from .data import ImageData, downloads_allowed, load_data, synthetic_source
 from .errors import CheckpointError, DissipateError, InvalidArgumentError, Notice
@@ -575,38 +576,53 @@ def save_probe(frame: pd.DataFrame, out: str | Path, title: str, **run) -> None:
     plot_probe(frame, out / "probe.png", title=title)
 
 
+def _recorded_version(config: Path) -> str | None:
+    """The version of dissipate that probe_config.json says wrote its probe; None, silently, when there is no such
+    file (a training run's probes.csv), and with a notice naming it when it cannot say (not a JSON object with a
+    version, or not a file)."""
+    if not os.path.lexists(config):
+        return None
+    try:
+        settings = json.loads(config.read_text())
+        return str(settings["version"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        why = ("it is not a file" if config.is_dir() else "it has no version" if isinstance(error, KeyError)
+               else "it is not a JSON object" if isinstance(error, (ValueError, TypeError)) else os_error_reason(error))
+        warnings.warn(f"{config} cannot be read ({why}), so the probe beside it is compared without its version",
+                      Notice, stacklevel=3)
+        return None
+
+
 def read_probes(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
     """{label: probe frame} from probe.csv files (`dissipate probe`) and probes.csv files (`dissipate train
     --probe-every`: one series per epoch), for `plots.plot_probes`. A series is labelled by its file's folder, and
     its epoch. Files that measured different metric families, or that different versions of dissipate wrote (as the
     probe_config.json beside them says), are refused with one sentence: their rows would not compare. So is a file
-    that would draw nothing or nonsense: no rows, a depth or channel count that is not a number (or a metric that is
-    text), a site listed twice (in one epoch), or no value in any column the figure draws."""
+    that would draw nothing or nonsense: no rows, a value outside its column's rules (`_io.COLUMN_RULES`: a depth
+    that is not a whole number from 0, a surviving fraction outside [0, 1], ...), a metric that is text, a site listed
+    twice (in one epoch), or no value in any column the figure draws. A probe_config.json that cannot be read is
+    named in a notice, and its file compared without a version."""
     series: dict[str, pd.DataFrame] = {}
     families: dict[str, str] = {}
     versions: dict[str, str] = {}
     for path in map(Path, paths):
-        try:
-            frame = pd.read_csv(path)
-        except (OSError, ValueError) as error:
-            raise InvalidArgumentError(f"cannot read {path} as a probe's CSV: {str(error).splitlines()[0]}") from None
-        if not {"site", "depth", "channels"} <= set(frame.columns):
-            raise InvalidArgumentError(f"{path} is not a probe's CSV (it has no site, depth and channels columns)")
+        def problem(why: str, path: Path = path) -> InvalidArgumentError:
+            return InvalidArgumentError(f"{path} is not a probe's CSV that can be drawn: {why}")
+
+        frame = read_table(path, ("site", "depth", "channels"), problem)
         if frame.empty:
             raise InvalidArgumentError(f"{path} has a header and no rows: no site to draw")
-        for column in ("depth", "channels", *(c for m in METRIC_COLUMNS.values() for c in m if c in frame)):
+        for column in (c for m in METRIC_COLUMNS.values() for c in m if c in frame):
             values = pd.to_numeric(frame[column], errors="coerce")
-            bad = values.isna() & (frame[column].notna() | (column in ("depth", "channels")))
-            if bad.any():
-                value = frame[column][bad].iloc[0]
-                shown = repr(value) if isinstance(value, str) else "a missing value"
-                raise InvalidArgumentError(f"{path} has {shown} in its {column} column, where a number belongs")
+            text = values.isna() & frame[column].notna()
+            if text.any():
+                raise problem(f"its {column} column holds {frame[column][text].iloc[0]!r} in row "
+                              f"{int(text.to_numpy().argmax()) + 1}, where a number belongs")
             frame[column] = values
         families[str(path)] = ", ".join(m for m, columns in METRIC_COLUMNS.items() if set(columns) & set(frame))
-        try:
-            versions[str(path)] = str(json.loads((path.parent / "probe_config.json").read_text())["version"])
-        except (OSError, ValueError, KeyError, TypeError):  # none beside it (a training run's probes), or no version
-            pass
+        version = _recorded_version(path.parent / "probe_config.json")
+        if version is not None:
+            versions[str(path)] = version
         label = path.parent.name or path.stem
         label = str(path) if any(name.split(", epoch ")[0] == label for name in series) else label
         groups = frame.groupby("epoch", sort=True) if "epoch" in frame else [(None, frame)]

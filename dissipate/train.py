@@ -46,8 +46,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from ._io import atomic_write, os_error_reason, writable_directory
-from .checkpoint import load_state_dict, read_checkpoint, save_checkpoint, saved_options
+from ._io import atomic_write, os_error_reason, read_table, writable_directory
+from .checkpoint import load_state_dict, non_finite_keys, read_checkpoint, save_checkpoint, saved_options
 from .data import MAX_IMAGE_SIZE, DeadLeaves, ImageData, load_data, loader_batches, seeded_choice
 from .errors import (CheckpointError, DissipateError, InvalidArgumentError, Notice, OutOfMemory, TrainingDiverged,
                      UnknownModelError, WriteFailed)
@@ -391,6 +391,11 @@ def read_resume_point(out: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"--resume: no checkpoint to resume in {out} (expected {path.name}); "
                               "start the run without --resume")
+    return _training_checkpoint(path)
+
+
+def _training_checkpoint(path: Path) -> dict:
+    """The training checkpoint at `path` (latest.pt or best.pt), checked: its config, history and optimizer state."""
     saved = read_checkpoint(path)
     if saved["format"] is None or "optimizer" not in saved or "train_config" not in saved:
         raise CheckpointError(f"--resume: {path} is not a training checkpoint of dissipate (it has no optimizer "
@@ -421,9 +426,7 @@ def _damage(saved: dict) -> str | None:
         return f"its history is not the log of epochs 1 to {saved['epoch']}"
     if len(history) > config["epochs"]:  # no run logs more epochs than it has: which of the two is right is a guess
         return f"its history has {len(history)} epochs, more than the {config['epochs']} of its training config"
-    non_finite = [key for key, t in saved["state_dict"].items()  # a finished run's would be copied into best.pt
-                  if t.is_floating_point() and t.layout == torch.strided and t.device.type != "meta"
-                  and not torch.isfinite(t).all()]
+    non_finite = non_finite_keys(saved["state_dict"])  # a finished run's would be copied into best.pt
     if non_finite:
         return f"its weights hold non-finite values ({non_finite[0]}{' and more' if len(non_finite) > 1 else ''})"
     if not (isinstance(optimizer, dict) and isinstance(optimizer.get("state"), dict)
@@ -494,37 +497,96 @@ def _claim(out: Path, writer: bool, saved: dict | None, overwrite: bool) -> Iter
         except BlockingIOError:
             raise InvalidArgumentError(f"another process is training in {out}; wait for it to end, or choose "
                                        "another --out") from None
-        existing = [name for name in RUN_FILES if (out / name).exists()]
+        existing = [out / name for name in (*RUN_FILES, PROBES_FILE) if os.path.lexists(out / name)]
         if saved is not None:
-            _repair(out, saved)
+            _repair(out, saved, _best_epoch(out, saved))
+        elif existing == [out / PROBES_FILE] and not overwrite:  # a run writes its probes only beside a checkpoint
+            # of its own (`_run`), so a lone probes.csv is another run's
+            raise InvalidArgumentError(f"{existing[0]} is another run's: a run writes its probes only beside its "
+                                       "checkpoints, and there are none; move it away, replace it with --overwrite, "
+                                       "or choose another --out")
         elif existing and not overwrite:
-            raise InvalidArgumentError(f"{out} already holds a run ({', '.join(existing)}); continue it with "
-                                       "--resume, replace it with --overwrite, or choose another --out")
-        else:  # a run killed before its first checkpoint leaves only the probes of epochs 0 and 1, which it redoes;
-            # without --overwrite, a probes.csv that is anything else is not ours to delete
-            probes, advice = out / PROBES_FILE, "move it away, replace it with --overwrite, or choose another --out"
-            if not overwrite and probes.exists() and (_read_probes(probes, advice)["epoch"] > 1).any():
-                raise InvalidArgumentError(f"{probes} holds probes past epoch 1, of a run whose checkpoints are not "
-                                           f"in {out}; {advice}")
-            for name in (*existing, PROBES_FILE):
-                (out / name).unlink(missing_ok=True)
+            raise InvalidArgumentError(f"{out} already holds a run ({', '.join(p.name for p in existing)}); continue "
+                                       "it with --resume, replace it with --overwrite, or choose another --out")
+        else:
+            for path in existing:
+                if path.is_dir() and not path.is_symlink():
+                    raise InvalidArgumentError(f"{path} is a directory, not a file of a run, so --overwrite leaves it "
+                                               "as it is; move it away, or choose another --out")
+                path.unlink()
         yield
     finally:
         os.close(lock)
 
 
-def _repair(out: Path, saved: dict) -> None:
+def _best_epoch(out: Path, saved: dict) -> int | None:
+    """The epoch of out/best.pt (None when there is none), once it and log.csv are checked to be of the run that
+    latest.pt (`saved`) holds: the same model, options, data and recipe, and a history that is the start of
+    latest.pt's. A file of another run, or one that is not a file, is refused with its name: resuming would mix
+    two runs."""
+    best, log, latest = out / "best.pt", out / "log.csv", out / "latest.pt"
+    for path in (best, log):
+        if os.path.lexists(path) and not path.is_file():
+            raise CheckpointError(f"--resume: {path} is not a file, so the run in {out} is not whole; move it away, "
+                                  "or start the run again with --overwrite")
+    best_epoch = None
+    if best.is_file():
+        other = _training_checkpoint(best)
+        differs = _differs(*(_run_identity(c, same_version=other["version"] == saved["version"])
+                             for c in (other, saved)))
+        history = other["history"]
+        if differs is None and not _same_rows(history, saved["history"][:len(history)]):
+            differs = f"its history of epochs 1 to {len(history)} is not {latest.name}'s"
+        if differs:
+            raise CheckpointError(f"--resume: {best} is of another run than {latest} ({differs}); resuming would mix "
+                                  "the two, so move one away, or start the run again with --overwrite")
+        best_epoch = other["epoch"]
+    if log.is_file():
+        try:
+            with open(log, newline="") as file:
+                rows = [{k: float(row[k]) for k in LOG_COLUMNS} for row in csv.DictReader(file)]
+        except (OSError, ValueError, KeyError, TypeError, csv.Error):  # not a log of ours: it cannot be of this run
+            rows = None
+        if rows is None or not _same_rows(rows, saved["history"][:len(rows)]) or len(rows) > len(saved["history"]):
+            raise CheckpointError(f"--resume: {log} is not the log of the run in {latest} (its rows differ from "
+                                  "the history that latest.pt holds); move it away, or start the run again with "
+                                  "--overwrite")
+    return best_epoch
+
+
+def _run_identity(saved: dict, same_version: bool = True) -> dict:
+    """What makes a checkpoint's run the run it is: model, options, data and recipe (not how it ran). Options are
+    compared only between files of one version: version 1 recorded those given, later ones every option."""
+    identity = {"model": saved["model"], "options": saved["model_kwargs"], "dataset": saved.get("dataset"),
+                "data_fingerprint": saved.get("data_fingerprint"),
+                **{k: v for k, v in saved["train_config"].items() if k not in RUNTIME_FIELDS}}
+    if not same_version:
+        del identity["options"], identity["model_kwargs"]
+    return identity
+
+
+def _differs(a: dict, b: dict) -> str | None:
+    """The first setting that `a` and `b` both hold and give different values, as "name X, not Y"; None if none."""
+    name = next((k for k in a if k in b and a[k] != b[k]), None)
+    return None if name is None else f"{name} {reprlib.repr(a[name])}, not {reprlib.repr(b[name])}"
+
+
+def _same_rows(rows: list[dict], history: list[dict]) -> bool:
+    """Whether two logs agree, row by row and column by column, to float rounding (NaN equals NaN)."""
+    return len(rows) == len(history) and all(
+        math.isclose(a[k], b[k], rel_tol=1e-12) or (math.isnan(a[k]) and math.isnan(b[k]))
+        for a, b in zip(rows, history) for k in LOG_COLUMNS)
+
+
+def _repair(out: Path, saved: dict, best_saved: int | None) -> None:
     """Make log.csv and best.pt agree with the history in latest.pt (`saved`), after a kill between their writes:
-    the log is rewritten from the history, and best.pt is latest.pt when the last epoch is the best one."""
+    the log is rewritten from the history, and best.pt is latest.pt when the last epoch is the best one
+    (`best_saved`: the epoch best.pt holds, None when there is none)."""
     history = saved["history"]
     _write_log(out / "log.csv", history)
     if saved["train_config"].get("probe_every"):  # a run that does not probe has no probes.csv of its own to trim
         _keep_probes(out, saved["epoch"] + 1)
     best_epoch = max(history, key=lambda row: row["test_acc"])["epoch"] if history else None
-    try:
-        best_saved = read_checkpoint(out / "best.pt")["epoch"]
-    except CheckpointError:
-        best_saved = None
     if best_epoch is not None and best_saved != best_epoch and best_epoch == saved["epoch"]:
         latest = (out / "latest.pt").read_bytes()
         atomic_write(out / "best.pt", lambda f: f.write(latest))
@@ -580,8 +642,7 @@ def _run(config: TrainConfig, out: Path, saved: dict | None, device: torch.devic
     if probing:
         probe_images = load_data(config.data, image_size=config.image_size, length=config.probe_images,
                                  root=config.data_dir, seed=config.seed)
-        if not history:
-            _probe_epoch(model, probe_images, config, 0, out, device)
+    pending = [_probe_epoch(model, probe_images, config, 0, device)] if probing and not history else []
 
     for epoch in range(len(history) + 1, config.epochs + 1):
         if stop_after is not None and epoch > stop_after:
@@ -591,6 +652,7 @@ def _run(config: TrainConfig, out: Path, saved: dict | None, device: torch.devic
         started = time.perf_counter()
         plan = epoch_plan(len(train_split), config.batch_size, config.seed, epoch, augment=config.augment)
         totals = RunningTotals(device)
+        penalties = torch.zeros((), device=device, dtype=torch.float64)  # the model's own term, summed
         net.train()
         step = (epoch - 1) * steps_per_epoch
         batches = train_split.batches([ranks.share(positions) for positions, _, _ in plan], config.workers)
@@ -606,27 +668,35 @@ def _run(config: TrainConfig, out: Path, saved: dict | None, device: torch.devic
                     loss = criterion(logits.float(), labels)
                 penalty = regularization(model)  # a method's own term (ISONet's orthogonality), not logged as loss
                 optimizer.zero_grad(set_to_none=True)
+                if penalty is not None:
+                    penalties += penalty.detach().double()
                 (loss if penalty is None else loss + penalty).backward()
                 optimizer.step()
                 step += 1
                 totals.add(loss.detach() * len(labels), logits, labels)
         loss_sum, correct, count = totals.result(ranks)
-        if not math.isfinite(loss_sum):  # checked once an epoch: a check per step would stall the GPU every step
-            raise _diverged(config, out, epoch, "the loss is not finite")
+        penalty = penalties.item()
+        if not (math.isfinite(loss_sum) and math.isfinite(penalty)):  # checked once an epoch: a check per step
+            # would stall the GPU every step
+            raise _diverged(config, out, epoch, "the loss is not finite", model, penalty)
         elapsed = time.perf_counter() - started
         ranks.share_buffers(model)
         test_loss, test_acc = (evaluate(compiled, test_split, config, ranks, model_input, autocast)
                                if test_each_epoch else (math.nan, math.nan))
         if not _finite(model) or (test_each_epoch and not math.isfinite(test_loss)):  # never saved
-            raise _diverged(config, out, epoch, "the weights or the test loss are not finite")
+            raise _diverged(config, out, epoch, "the weights or the test loss are not finite", model, penalty)
         row = {"epoch": epoch, "train_loss": loss_sum / count, "train_acc": correct / count, "test_loss": test_loss,
                "test_acc": test_acc, "lr": lr, "images_per_s": count / elapsed,
                "peak_mem_mb": _peak_memory_mb(device), "epoch_s": elapsed}
         history.append(row)
-        if probing and epoch % config.probe_every == 0:  # before the save: a kill between them probes it again
-            _probe_epoch(model, probe_images, config, epoch, out, device)
+        if probing and epoch % config.probe_every == 0:
+            pending.append(_probe_epoch(model, probe_images, config, epoch, device))
         if ranks.rank == 0:
             try:
+                if pending:  # written just before the checkpoint (a kill between them probes again), never without
+                    # one: a probes.csv in a folder without a checkpoint is another run's (`_claim`)
+                    _keep_probes(out, int(pending[0]["epoch"].iloc[0]), pd.concat(pending, ignore_index=True))
+                    pending = []
                 _save(out, model, optimizer, config, data, history, is_best=test_acc > best, fingerprint=fingerprint)
             except OSError as error:
                 raise WriteFailed(f"writing epoch {epoch} of the run to {out} failed: {os_error_reason(error)}"
@@ -637,10 +707,10 @@ def _run(config: TrainConfig, out: Path, saved: dict | None, device: torch.devic
     return history
 
 
-def _probe_epoch(model: nn.Module, images: ImageData, config: TrainConfig, epoch: int, out: Path,
-                 device: torch.device) -> None:
-    """Probe `model` after `epoch` on the run's fixed probe images, and keep its rows, with an `epoch` column first,
-    in out/probes.csv in place of any rows of that epoch or later. Epoch 0 is the net at initialisation, probed as
+def _probe_epoch(model: nn.Module, images: ImageData, config: TrainConfig, epoch: int,
+                 device: torch.device) -> pd.DataFrame:
+    """Probe `model` after `epoch` on the run's fixed probe images: its rows, with an `epoch` column first, for
+    out/probes.csv, in place of any rows of that epoch or later. Epoch 0 is the net at initialisation, probed as
     `dissipate probe` probes one (its batch norm calibrated on the probe images) on a copy, so that training is
     untouched; so is the random state, which the probe may draw from."""
     net = copy.deepcopy(model) if epoch == 0 else model
@@ -648,7 +718,7 @@ def _probe_epoch(model: nn.Module, images: ImageData, config: TrainConfig, epoch
         frame = probe(net, images, ProbeConfig(metrics=(config.probe_metrics,), num_images=config.probe_images,
                                                device=device.type, seed=config.seed, calibrate_bn=epoch == 0))
     frame.insert(0, "epoch", epoch)
-    _keep_probes(out, epoch, frame)
+    return frame
 
 
 def _keep_probes(out: Path, below: int, new: pd.DataFrame | None = None) -> None:
@@ -667,14 +737,13 @@ def _keep_probes(out: Path, below: int, new: pd.DataFrame | None = None) -> None
 def _read_probes(path: Path, advice: str) -> pd.DataFrame:
     """The probes a run wrote to `path`; InvalidArgumentError naming it, whose `advice` says how to go on, when it is
     something else (junk, or someone's file): it is never rewritten or deleted then."""
-    try:
-        frame = pd.read_csv(path)
-    except (OSError, ValueError):  # pandas' ParserError and EmptyDataError are ValueErrors, as is bad UTF-8
-        frame = None
-    if frame is None or list(frame.columns[:3]) != ["epoch", "site", "depth"] or (
-            len(frame) and frame["epoch"].dtype.kind not in "iu"):
-        raise InvalidArgumentError(f"{path} is not a probes file of a dissipate run (a CSV whose first columns are "
-                                   f"epoch, site and depth), so it is left as it is; {advice}")
+    def problem(why: str) -> InvalidArgumentError:
+        return InvalidArgumentError(f"{path} is not a probes file of a dissipate run ({why}), so it is left as it "
+                                    f"is; {advice}")
+
+    frame = read_table(path, ("epoch", "site", "depth"), problem)
+    if list(frame.columns[:3]) != ["epoch", "site", "depth"]:
+        raise problem("its first columns are not epoch, site and depth")
     return frame
 
 
@@ -720,7 +789,16 @@ def _kept(out: Path, epoch: int) -> str:
     return f"; {out / 'latest.pt'} holds epoch {epoch - 1}" if epoch > 1 else ""
 
 
-def _diverged(config: TrainConfig, out: Path, epoch: int, what: str) -> TrainingDiverged:
+def _diverged(config: TrainConfig, out: Path, epoch: int, what: str, model: nn.Module,
+              penalty: float) -> TrainingDiverged:
+    """The error of a run that diverged: blamed on the model's option that scales its own training term, when that
+    term overflowed (`penalty`: its sum over the epoch), or else on the learning rate."""
+    option = getattr(model, "regularization_option", None)
+    if option is not None and not math.isfinite(penalty):
+        value = getattr(model, option)
+        return TrainingDiverged(f"training diverged in epoch {epoch} ({what}: {config.model}'s own training term, "
+                                f"scaled by {option}={value!r}, overflowed); lower --model-arg {option}"
+                                f"{_kept(out, epoch)}", epoch)
     return TrainingDiverged(f"training diverged in epoch {epoch} ({what} at learning rate {config.lr}); lower --lr "
                             f"or lengthen --warmup{_kept(out, epoch)}", epoch)
 

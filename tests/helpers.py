@@ -2,7 +2,7 @@
 
 import torch
 
-from dissipate.checkpoint import tensor_checksum
+from dissipate.checkpoint import checksum
 from dissipate.cli import main
 
 ACTIVATION_TYPES = (torch.nn.ReLU, torch.nn.GELU, torch.nn.SiLU)
@@ -61,4 +61,4 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
 def save_resigned(checkpoint: dict, path) -> None:
     """Save a changed checkpoint with a checksum that fits its new tensors: a file rewritten by someone who knows the
     format, so that what a test changed reaches the checks behind the checksum's."""
-    torch.save({**checkpoint, "checksum": tensor_checksum(checkpoint)}, path)
+    torch.save({**checkpoint, "checksum": checksum(checkpoint)}, path)

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torchvision
 
-from dissipate.checkpoint import load_model, read_checkpoint, save_checkpoint
+from dissipate.checkpoint import VERSION, load_model, read_checkpoint, save_checkpoint
 from dissipate.errors import CheckpointError, InvalidArgumentError
 from dissipate.models import create_model
 from dissipate.models.pnnh import FIRST_DEFAULTS
@@ -30,7 +30,7 @@ def test_round_trip_keeps_weights_spec_and_metadata(tmp_path):
     loaded, checkpoint = load_model(path)
     assert _same_weights(model, loaded)
     assert loaded.spec == model.spec
-    assert (checkpoint["format"], checkpoint["version"], checkpoint["model"]) == ("dissipate", 2, "pnnh20")
+    assert (checkpoint["format"], checkpoint["version"], checkpoint["model"]) == ("dissipate", VERSION, "pnnh20")
     assert (checkpoint["dataset"], checkpoint["epoch"], checkpoint["metrics"]) == ("fashion-mnist", 3, {"test_acc": 0.9})
     x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
@@ -57,7 +57,8 @@ def test_a_version_1_checkpoint_rebuilds_the_net_of_its_day(tmp_path):
     saved = torch.load(latest, weights_only=True)
     saved["train_config"]["model_kwargs"] = {}  # as a run of that day recorded it
     del saved["checksum"]
-    torch.save({**saved, "version": 1, "model_kwargs": {"stem": "cifar"}}, latest)
+    for name in ("latest.pt", "best.pt"):  # a run of that day wrote both so
+        torch.save({**saved, "version": 1, "model_kwargs": {"stem": "cifar"}}, tmp_path / "run" / name)
     log = train(config, tmp_path / "run", resume=True)
     assert len(log) == 2
 
@@ -118,9 +119,9 @@ def test_checkpoint_of_another_model_is_named(tmp_path):
 def test_checkpoint_from_a_newer_version_or_damaged_is_refused(tmp_path):
     path = save_checkpoint(tmp_path / "ckpt.pt", create_model("resnet20"))
     checkpoint = torch.load(path, weights_only=True)
-    torch.save({**checkpoint, "version": 3}, tmp_path / "v3.pt")
-    with pytest.raises(CheckpointError, match="version 3; this dissipate reads versions 1, 2"):
-        read_checkpoint(tmp_path / "v3.pt")
+    torch.save({**checkpoint, "version": VERSION + 1}, tmp_path / "newer.pt")
+    with pytest.raises(CheckpointError, match=f"version {VERSION + 1}; this dissipate reads versions 1, 2, 3"):
+        read_checkpoint(tmp_path / "newer.pt")
     del checkpoint["state_dict"]
     torch.save(checkpoint, tmp_path / "damaged.pt")
     with pytest.raises(CheckpointError, match="damaged dissipate checkpoint: it lacks state_dict"):

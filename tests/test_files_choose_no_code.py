@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dissipate.analyses._common import train_run
-from dissipate.checkpoint import load_model, read_checkpoint, save_checkpoint
+from dissipate.checkpoint import VERSION, _legacy_checksum, load_model, read_checkpoint, save_checkpoint
 from dissipate.errors import CheckpointError, InvalidArgumentError, Notice
 from dissipate.models import create_model
 from dissipate.probe import ProbeConfig, probe, save_probe
@@ -143,23 +143,47 @@ def test_a_flipped_byte_in_a_checkpoints_tensors_is_refused(tmp_path, capsys):
     assert torch.load(path, weights_only=True)["checksum"]
     flip_tensor_bytes(path)
     torch.load(path, weights_only=True)  # torch itself reads it: only the checksum tells
-    with pytest.raises(CheckpointError, match="do not match the checksum"):
+    with pytest.raises(CheckpointError, match="what it holds does not match the checksum"):
         read_checkpoint(path)
     code, _, err = run_cli(capsys, "probe", "--checkpoint", str(path), "--num-images", "8", "--out",
                            str(tmp_path / "out"))
-    assert_one_line_error(code, err, str(path), "is damaged: its tensors, or the model they are of, do not match")
+    assert_one_line_error(code, err, str(path), "is damaged: what it holds does not match the checksum")
 
 
 def test_a_checkpoint_from_before_checksums_loads_and_says_so(tmp_path, capsys):
     path = save_checkpoint(tmp_path / "ckpt.pt", create_model("resnet20"))
     saved = torch.load(path, weights_only=True)
     del saved["checksum"]
-    torch.save(saved, path)
-    with pytest.warns(Notice, match="has no checksum of its tensors"):
+    torch.save({**saved, "version": 2}, path)  # version 2 was written with and without one
+    with pytest.warns(Notice, match="has no checksum"):
         load_model(path)
     code, _, err = run_cli(capsys, "probe", "--checkpoint", str(path), "--num-images", "8", "--out",
                            str(tmp_path / "out"), "--metrics", "survival")
-    assert code == 0 and f"note: {path} has no checksum of its tensors" in err, err
+    assert code == 0 and f"note: {path} has no checksum" in err, err
+
+
+def test_a_checkpoint_whose_version_records_a_checksum_and_has_none_is_damaged(tmp_path, capsys):
+    path = save_checkpoint(tmp_path / "ckpt.pt", create_model("resnet20"))
+    saved = torch.load(path, weights_only=True)
+    del saved["checksum"]
+    torch.save(saved, path)
+    code, _, err = run_cli(capsys, "probe", "--checkpoint", str(path), "--num-images", "8", "--out",
+                           str(tmp_path / "out"))
+    assert_one_line_error(code, err, str(path), f"is damaged: it is a version-{VERSION} checkpoint, which records a "
+                                                "checksum, and it has none")
+
+
+def test_a_version_2_checksum_still_guards_its_tensors_and_says_what_it_leaves_out(tmp_path):
+    """Version 2 checksummed the tensors and the model alone: such a file loads, with a notice, and a flipped
+    byte in its tensors is still refused."""
+    path = save_checkpoint(tmp_path / "ckpt.pt", create_model("resnet20"))
+    saved = {**torch.load(path, weights_only=True), "version": 2}
+    torch.save({**saved, "checksum": _legacy_checksum(saved)}, path)
+    with pytest.warns(Notice, match="whose checksum covers its tensors and model only"):
+        read_checkpoint(path)
+    flip_tensor_bytes(path)
+    with pytest.raises(CheckpointError, match="its tensors, or the model they are of, do not match"):
+        read_checkpoint(path)
 
 
 def test_weights_relabelled_as_another_model_with_the_same_keys_are_refused(tmp_path, capsys):
@@ -170,7 +194,7 @@ def test_weights_relabelled_as_another_model_with_the_same_keys_are_refused(tmp_
     torch.save(relabelled, tmp_path / "latest.pt")
     before = (tmp_path / "best.pt").read_bytes()
     code, _, err = run_cli(capsys, "train", "--resume", "--out", str(tmp_path), "--device", "cpu")
-    assert_one_line_error(code, err, "latest.pt is damaged: its tensors, or the model they are of, do not match")
+    assert_one_line_error(code, err, "latest.pt is damaged: what it holds does not match the checksum")
     assert (tmp_path / "best.pt").read_bytes() == before
 
 

@@ -3,6 +3,7 @@ never a traceback, and nothing already written is lost."""
 
 import functools
 import pickle
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -241,10 +242,15 @@ def test_a_hostile_cifar_pickle_is_never_unpickled(tmp_path):
     assert not victim.exists()
 
 
-def test_a_directory_where_a_run_file_goes_is_named(tmp_path, capsys):
-    train(TrainConfig(**TINY, epochs=2), tmp_path, stop_after=1)
-    (tmp_path / "best.pt").unlink()
-    (tmp_path / "best.pt").mkdir()
-    code, _, err = run_cli(capsys, "train", "--resume", "--out", str(tmp_path), "--device", "cpu")
-    assert code == 1 and err == f"error: cannot write or read {tmp_path / 'best.pt'}: is a directory\n"
-    assert read_checkpoint(tmp_path / "latest.pt")["epoch"] == 1
+@pytest.mark.parametrize("epochs", [2, 1], ids=["unfinished", "finished"])
+def test_a_directory_where_a_run_file_goes_is_named(tmp_path, capsys, epochs):
+    """Whether the run has epochs left or not: a finished one once reported itself complete and exited 0."""
+    train(TrainConfig(**TINY, epochs=epochs), tmp_path, stop_after=1)
+    for name in ("best.pt", "log.csv"):
+        run = tmp_path / name.replace(".", "-")
+        shutil.copytree(tmp_path, run, ignore=shutil.ignore_patterns("*-*"))
+        (run / name).unlink()
+        (run / name).mkdir()
+        code, _, err = run_cli(capsys, "train", "--resume", "--out", str(run), "--device", "cpu")
+        assert_one_line_error(code, err, f"{run / name} is not a file, so the run in {run} is not whole")
+        assert read_checkpoint(run / "latest.pt")["epoch"] == 1 and (run / name).is_dir()

@@ -179,8 +179,16 @@ PROBE_CSV = "site,depth,kind,module,channels,surviving,cka_input\n"
 
 
 @pytest.mark.parametrize("rows, wrong", [
-    ("a,one,plain,ReLU,8,,\nb,two,plain,ReLU,8,,\n", "'one' in its depth column"),
-    ("a,,plain,ReLU,8,0.5,0.9\nb,2,plain,ReLU,8,0.5,0.8\n", "a missing value in its depth column"),
+    ("a,one,plain,ReLU,8,,\nb,two,plain,ReLU,8,,\n", "its depth column holds 'one' in row 1"),
+    ("a,1,plain,ReLU,8,0.5,0.9\nb,,plain,ReLU,8,0.5,0.8\n", "its depth column holds nothing in row 2"),
+    # impossible values, each named with its column and row (the third hostile pass drew them all)
+    ("a,1,plain,ReLU,8,0.5,0.9\nb,inf,plain,ReLU,8,0.5,0.8\n", "its depth column holds inf in row 2, where a whole"),
+    ("a,1e308,plain,ReLU,8,0.5,0.9\n", "its depth column holds 1e+308 in row 1"),
+    ("a,-2,plain,ReLU,8,0.5,0.9\nb,-1,plain,ReLU,8,0.5,0.8\n", "its depth column holds -2 in row 1"),
+    ("a,1,plain,ReLU,-5,0.5,0.9\n", "its channels column holds -5 in row 1, where a whole number from 1"),
+    ("a,1,plain,ReLU,8,0.5,0.9\nb,2,plain,ReLU,8,5.0,0.8\n", "its surviving column holds 5.0 in row 2, where a "
+                                                           "number from 0 to 1 belongs"),
+    ("a,1,plain,ReLU,8,-3.0,0.9\n", "its surviving column holds -3.0 in row 1"),
     ("", "a header and no rows"),
     ("a,1,plain,ReLU,8,0.5,0.9\na,2,plain,ReLU,8,0.5,0.8\n", "lists site a twice"),
     ("a,1,plain,ReLU,8,,\nb,2,plain,ReLU,8,,\n", "nothing to draw")])
@@ -191,3 +199,24 @@ def test_a_probe_csv_that_would_draw_nothing_or_nonsense_is_refused(capsys, tmp_
     code, _, err = run_cli(capsys, "plot", str(path), "--out", str(tmp_path / "probes.png"))
     assert_one_line_error(code, err, str(path), wrong)
     assert not (tmp_path / "probes.png").exists()
+
+
+def test_an_epoch_that_is_not_a_whole_number_is_refused_not_drawn_as_a_series(capsys, tmp_path):
+    path = tmp_path / "run" / "probes.csv"
+    path.parent.mkdir()
+    path.write_text("epoch," + PROBE_CSV + "0,a,1,plain,ReLU,8,0.5,0.9\nx,a,1,plain,ReLU,8,0.5,0.8\n")
+    code, _, err = run_cli(capsys, "plot", str(path), "--out", str(tmp_path / "probes.png"))
+    assert_one_line_error(code, err, str(path), "its epoch column holds 'x' in row 2, where a whole number from 0")
+
+
+@pytest.mark.parametrize("config", ["not json {", "[1, 2]", None], ids=["not JSON", "a list", "a directory"])
+def test_a_probe_config_that_cannot_be_read_is_a_one_line_note(capsys, tmp_path, config):
+    path = tmp_path / "run" / "probe.csv"
+    path.parent.mkdir()
+    path.write_text(PROBE_CSV + "a,1,plain,ReLU,8,0.5,0.9\nb,2,plain,ReLU,8,0.5,0.8\n")
+    beside = path.parent / "probe_config.json"
+    beside.mkdir() if config is None else beside.write_text(config)
+    code, out, err = run_cli(capsys, "plot", str(path), "--out", str(tmp_path / "probes.png"))
+    notes = [line for line in err.splitlines() if line.strip()]
+    assert code == 0 and (tmp_path / "probes.png").is_file(), err
+    assert len(notes) == 1 and notes[0].startswith(f"note: {beside} cannot be read"), err

@@ -15,14 +15,17 @@ import textwrap
 import tomllib
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import torch
 
 from dissipate import _io
 from dissipate.analyses import planned_runs, select
 from dissipate.analyses._common import Context, Variant
 from dissipate.checkpoint import read_checkpoint
 from dissipate.train import TrainConfig, train
-from tests.helpers import run_cli
+from dissipate.models.remedies import ISONet
+from tests.helpers import run_cli, save_resigned
 from tests.test_hostile import assert_one_line_error, damage
 from tests.test_train import PROBED, TINY
 
@@ -98,21 +101,23 @@ def test_a_finished_run_whose_latest_weights_are_nan_is_refused_before_best_pt_i
 
 
 def test_a_fresh_run_never_deletes_a_probes_csv_it_did_not_write(tmp_path, capsys):
+    """A run writes its probes.csv only beside a checkpoint of its own, so a lone one, even of epochs 0 and 1 as a
+    run killed in its first epoch once left, is another run's: refused and kept, unless --overwrite says otherwise."""
     notes = tmp_path / "probes.csv"
-    notes.write_text("my own notes\n")
-    code, _, err = run_cli(capsys, "train", *TINY_ARGS, "--out", str(tmp_path))
-    assert_one_line_error(code, err, f"{notes} is not a probes file", "replace it with --overwrite")
-    notes.write_text("epoch,site,depth\n0,act1,0\n3,act1,0\n")  # a run's, whose checkpoints are gone
-    code, _, err = run_cli(capsys, "train", *TINY_ARGS, "--out", str(tmp_path))
-    assert_one_line_error(code, err, f"{notes} holds probes past epoch 1", "another --out")
-    assert sorted(os.listdir(tmp_path)) == ["probes.csv"] and "3,act1" in notes.read_text()
+    for text in ("my own notes\n", "epoch,site,depth,surviving\n0,act1,0,0.5\n0,layer1.0.act1,1,0.5\n1,act1,0,0.4\n"):
+        notes.write_text(text)
+        code, _, err = run_cli(capsys, "train", *TINY_ARGS, "--out", str(tmp_path))
+        assert_one_line_error(code, err, f"{notes} is another run's", "replace it with --overwrite")
+        assert sorted(os.listdir(tmp_path)) == ["probes.csv"] and notes.read_text() == text
     code, _, _ = run_cli(capsys, "train", *TINY_ARGS, "--out", str(tmp_path), "--overwrite")  # what the user chose
     assert code == 0 and not notes.exists() and (tmp_path / "latest.pt").is_file()
-    leftover = tmp_path / "killed" / "probes.csv"  # what a run killed before its first checkpoint leaves: redone
-    leftover.parent.mkdir()
-    leftover.write_text("epoch,site,depth,surviving\n0,act1,0,0.5\n0,layer1.0.act1,1,0.5\n1,act1,0,0.4\n")
-    code, _, _ = run_cli(capsys, "train", *TINY_ARGS, "--out", str(leftover.parent))
-    assert code == 0 and not leftover.exists()  # the new run does not probe: nothing of the old one is kept
+
+
+def test_a_run_stopped_before_its_first_checkpoint_leaves_no_probes_to_be_refused(tmp_path):
+    train(TrainConfig(**{**PROBED, "epochs": 2}), tmp_path / "run", stop_after=0)  # as if killed in epoch 1
+    assert os.listdir(tmp_path / "run") == []
+    train(TrainConfig(**{**PROBED, "epochs": 2}), tmp_path / "run", stop_after=1)
+    assert sorted(pd.read_csv(tmp_path / "run" / "probes.csv")["epoch"].unique()) == [0, 1]
 
 
 def test_a_directory_at_a_temporarys_name_is_left_alone(tmp_path, capsys, finished_run):
@@ -267,3 +272,75 @@ def test_ctrl_c_while_starting_exits_130_without_a_traceback(start):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 130 and result.stderr.startswith("interrupted; files already written are complete")
     assert "Traceback" not in result.stderr
+
+
+# -- the third hostile pass: every field checked, one run per directory ----------------------------------------------
+
+def _edited(path: Path, edit) -> None:
+    """Rewrite the checkpoint at `path` with `edit(saved)` applied and its checksum left as it was."""
+    saved = torch.load(path, weights_only=True)
+    edit(saved)
+    torch.save(saved, path)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda saved: saved.update(dataset="synthetiX"),
+    lambda saved: saved["train_config"].update(epochs=3, lr=0.5),
+    lambda saved: saved["history"][1].update(test_acc=0.99),
+], ids=["dataset", "training config", "history"])
+def test_a_changed_field_anywhere_in_a_checkpoint_is_refused(tmp_path, capsys, finished_run, edit):
+    run = copy(finished_run, tmp_path)
+    _edited(run / "latest.pt", edit)
+    before = contents(run)
+    code, _, err = run_cli(capsys, "train", "--resume", "--out", str(run), "--device", "cpu")
+    assert_one_line_error(code, err, f"{run / 'latest.pt'} is damaged: what it holds does not match the checksum")
+    assert contents(run) == before  # best.pt is not replaced by the edited latest.pt
+
+
+def test_a_run_stays_one_run_a_file_of_another_is_named(tmp_path, capsys, finished_run):
+    """latest.pt relabelled as plain20 and signed again beside resnet20's best.pt; a log of another run; each
+    refused, naming the file that differs, and nothing rewritten."""
+    relabelled = copy(finished_run, tmp_path / "relabelled")
+
+    def as_plain(saved):
+        saved.update(model="plain20", train_config={**saved["train_config"], "model": "plain20"})
+    saved = torch.load(relabelled / "latest.pt", weights_only=True)
+    as_plain(saved)
+    save_resigned(saved, relabelled / "latest.pt")
+    before = contents(relabelled)
+    code, _, err = run_cli(capsys, "train", "--resume", "--out", str(relabelled), "--device", "cpu")
+    assert_one_line_error(code, err, f"{relabelled / 'best.pt'} is of another run than {relabelled / 'latest.pt'} "
+                                     "(model 'resnet20', not 'plain20')")
+    assert contents(relabelled) == before
+
+    other_log = copy(finished_run, tmp_path / "log")
+    log = pd.read_csv(other_log / "log.csv")
+    log.loc[0, "train_loss"] += 0.25
+    log.to_csv(other_log / "log.csv", index=False)
+    before = contents(other_log)
+    code, _, err = run_cli(capsys, "train", "--resume", "--out", str(other_log), "--device", "cpu")
+    assert_one_line_error(code, err, f"{other_log / 'log.csv'} is not the log of the run in")
+    assert contents(other_log) == before
+
+
+def test_an_option_beyond_its_meaning_is_refused_and_an_overflowing_penalty_names_its_option(tmp_path, capsys,
+                                                                                            monkeypatch):
+    code, _, err = run_cli(capsys, "train", *TINY_ARGS, "--model", "iso20", "--model-arg", "ortho_coeff=1e308",
+                           "--out", str(tmp_path / "refused"))
+    assert_one_line_error(code, err, "ortho_coeff must be a number from 0 to 1, got 1e+308")
+    assert not (tmp_path / "refused" / "latest.pt").exists()
+    monkeypatch.setattr(ISONet, "regularization", lambda self: torch.tensor(math.inf))
+    code, _, err = run_cli(capsys, "train", *TINY_ARGS, "--model", "iso20", "--out", str(tmp_path / "overflow"))
+    assert code != 0 and "scaled by ortho_coeff=0.0001, overflowed); lower --model-arg ortho_coeff" in err, err
+    assert "learning rate" not in err
+
+
+def test_a_module_path_and_a_symlink_loop_are_named_for_what_they_are(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "probe", "--model", "module:../../etc/passwd:x", "--num-images", "8", "--out",
+                           str(tmp_path / "out"))
+    assert_one_line_error(code, err, "names module '../../etc/passwd', which is not a module path")
+    assert "options {}" not in err
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    code, _, err = run_cli(capsys, "plot", "probe.csv", "--out", str(loop / "probes.png"))
+    assert_one_line_error(code, err, f"the directory of --out {loop} cannot be written: it is a symlink loop")

@@ -92,7 +92,7 @@ def test_probes_that_do_not_compare_are_one_sentence(tmp_path, capsys):
     a = write_probe(tmp_path / "a")
     cases = [(write_probe(tmp_path / "b", metrics="survival,cka"), "different metric families"),
              (write_probe(tmp_path / "c", version="0.0.9"), "different versions of dissipate"),
-             (tmp_path / "log.csv", "is not a probe's CSV"), (tmp_path / "missing.csv", "cannot read")]
+             (tmp_path / "log.csv", "is not a probe's CSV"), (tmp_path / "missing.csv", "cannot be read")]
     (tmp_path / "log.csv").write_text("epoch,train_loss\n1,2.3\n")
     for other, named in cases:
         code, _, err = run_cli(capsys, "plot", str(a), str(other), "--out", str(tmp_path / "x.png"))

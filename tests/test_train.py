@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from dissipate import train as train_module
-from dissipate.checkpoint import read_checkpoint
+from dissipate.checkpoint import _legacy_checksum, read_checkpoint
 from dissipate.errors import CheckpointError, InvalidArgumentError
 from dissipate.models import create_model
 from dissipate.train import LOG_COLUMNS, TrainConfig, crop_and_flip, epoch_plan, learning_rate, load_split, train
@@ -161,7 +161,9 @@ def test_a_checkpoint_from_before_probing_existed_still_resumes(tmp_path):
     saved = read_checkpoint(tmp_path / "latest.pt")
     for name in train_module.LATER_FIELDS:  # the probe fields, and the optimizer (then always SGD)
         del saved["train_config"][name]
-    torch.save(saved, tmp_path / "latest.pt")
+    saved["version"] = 2  # as written then, with version 2's checksum
+    for name in ("latest.pt", "best.pt"):
+        torch.save({**saved, "checksum": _legacy_checksum(saved)}, tmp_path / name)
     assert len(train(TrainConfig(**TINY, epochs=2), tmp_path, resume=True)) == 2
 
 

@@ -16,7 +16,7 @@ from typing import Callable
 import pandas as pd
 import torch
 
-from .._io import atomic_write, writable_directory
+from .._io import atomic_write, read_table, writable_directory
 from ..checkpoint import read_checkpoint
 from ..data import SYNTHETIC_VERSION, is_synthetic, load_data
 from ..models import TRANSFORMER_FAMILIES, count_flops, create_model, get_model_entry, model_options
@@ -204,15 +204,9 @@ def damaged(path: Path, why: str, redo: Path | None = None) -> InvalidArgumentEr
 
 
 def read_cached(path: Path, columns: tuple[str, ...] = (), redo: Path | None = None) -> pd.DataFrame:
-    """The CSV at `path`, which dissipate wrote, with `columns`; `damaged` when it is not."""
-    try:
-        frame = pd.read_csv(path)
-    except ValueError as error:  # pandas' ParserError and EmptyDataError, and bad UTF-8
-        raise damaged(path, (str(error).strip().splitlines() or [type(error).__name__])[0][:100], redo) from None
-    missing = [column for column in columns if column not in frame]
-    if missing:
-        raise damaged(path, f"it has no {missing[0]} column", redo)
-    return frame
+    """The CSV at `path`, which dissipate wrote, with `columns` (and its columns within their rules,
+    `_io.read_table`); `damaged` when it is not."""
+    return read_table(path, columns, lambda why: damaged(path, why, redo))
 
 
 @dataclass

@@ -70,6 +70,9 @@ def _factory(target: str, options: dict) -> nn.Module:
     if not module_name or not attribute:
         raise InvalidArgumentError(f"module: takes PACKAGE.MODULE:FACTORY (e.g. module:mynets.models:small_net), "
                                    f"got module:{target}")
+    if not all(part.isidentifier() for part in module_name.split(".")):  # a path, a relative name: nothing to import
+        raise InvalidArgumentError(f"module:{target} names module {module_name!r}, which is not a module path "
+                                   "(dotted Python names, such as mynets.models)")
     try:
         factory = getattr(importlib.import_module(module_name), attribute)
     except ImportError as error:

@@ -49,6 +49,7 @@ TAT_ETA = 0.9  # TAT's target for the net's C map at 0 with leaky ReLU (Zhang et
 DKS_ACTS = ("softplus", "tanh", "elu", "gelu")  # smooth activations that dks transforms (and torch names alike)
 SRELU_INIT = -1.0  # ISONet's SReLU threshold at initialisation (its reference code's config and paper)
 ORTHO_COEFF = 1e-4  # ISONet's orthogonality penalty (reference code's config, ORTHO_COEFF)
+MAX_ORTHO_COEFF = 1.0  # 10^4 times the reference's: beyond it the penalty, not the task, is what a net learns
 DIRAC_A, DIRAC_B = 1.0, 0.1  # DiracNets' initial scales of the identity and of the normalised weight (its code)
 
 
@@ -303,6 +304,8 @@ class ISONet(ShortcutFree):
     """ShortcutFree with ISONet's orthogonality penalty on every conv but the stem's (as its reference code skips the
     layer that reads the image)."""
 
+    regularization_option = "ortho_coeff"  # the option that scales `regularization`, named when it overflows
+
     def __init__(self, *args, ortho_coeff: float, **kwargs):
         super().__init__(*args, **kwargs)
         self.ortho_coeff = ortho_coeff
@@ -358,7 +361,7 @@ def build_iso(depth: int, *, num_classes: int = 10, in_chans: int = 3, stem: str
     _, layers, widths, _ = depth_plan(depth, width)
     spec = Method("iso", _biased_conv3x3, _no_norm, SReLU, init=_iso_init, stem_conv=_biased_conv3x3)
     return ISONet(spec, layers, widths, num_classes=num_classes, in_chans=in_chans, stem=stem,
-                  ortho_coeff=_nonnegative("ortho_coeff", ortho_coeff))
+                  ortho_coeff=_bounded("ortho_coeff", ortho_coeff, MAX_ORTHO_COEFF))
 
 
 def build_ll(depth: int, *, num_classes: int = 10, in_chans: int = 3, stem: str = "cifar", width: float = 1.0,
@@ -397,9 +400,9 @@ def _biased_conv3x3(in_chs: int, out_chs: int, stride: int) -> nn.Conv2d:
     return nn.Conv2d(in_chs, out_chs, kernel_size=3, stride=stride, padding=1, bias=True)
 
 
-def _nonnegative(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-        raise InvalidArgumentError(f"{name} must be a non-negative number, got {value!r}")
+def _bounded(name: str, value: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= high:
+        raise InvalidArgumentError(f"{name} must be a number from 0 to {high:g}, got {value!r}")
     return float(value)
 
 

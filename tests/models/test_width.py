@@ -128,7 +128,7 @@ def test_a_checkpoint_from_before_width_rebuilds_at_width_1(tmp_path):
     checkpoint = torch.load(path, weights_only=True)
     options = {k: v for k, v in checkpoint["model_kwargs"].items() if k != "width"}
     del checkpoint["checksum"]  # as saved before the option existed, and before checksums
-    torch.save({**checkpoint, "model_kwargs": options}, path)
+    torch.save({**checkpoint, "version": 2, "model_kwargs": options}, path)
     loaded, _ = load_model(path)
     assert loaded.spec.kwargs["width"] == 1.0 and loaded.spec == model.spec
     assert {k: v.shape for k, v in loaded.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
