@@ -159,7 +159,8 @@ INPUT_ROLES = ("coder", "weight", "pair")  # parts measured at their source's in
 class Component:
     """One part of a site's pre-activation, as its block declares it in a `site_components` dict
     ({activation path: {role: source}}): the branch output, the identity (shortcut), the coder's input (E^T E x),
-    a linear layer's input ("weight": z = W x) or the input of a +/- code pair ("pair": [E x; -E x])."""
+    a linear layer's input ("weight": z = W x) or the input of a +/- code pair ("pair": [E x; -E x]). A key
+    "role:label" declares a further part of the same role (RepVGG's 1x1 branch beside its 3x3 one)."""
 
     site: str  # the activation site whose pre-activation it is part of
     role: str  # "branch", "identity", "coder", "weight" or "pair"
@@ -180,7 +181,8 @@ def find_components(model: nn.Module) -> list[Component]:
         prefix = f"{path}." if path else ""
         channels = getattr(block, "site_channels", {})
         for act, parts in declared.items():
-            for role, source in parts.items():
+            for key, source in parts.items():  # a role, or "role:label" for a second part of one role
+                role = key.partition(":")[0]
                 found.append(Component(f"{prefix}{act}", role, f"{prefix}{source}" if source else path,
                                        takes_input=not source or role in INPUT_ROLES,
                                        coder_ratio=float(getattr(block, "coder_ratio", 1.0)),

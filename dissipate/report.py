@@ -27,7 +27,8 @@ LEGEND = {
 SURVIVING_AT = {
     "tat": "a leaky ReLU passes both signs: the fraction on its identity side; none dies",
     "dks": "a smooth activation: the fraction of positive inputs; none dies",
-    "iso": "SReLU cuts at its learned threshold (-1 at initialisation): the fraction above 0, not those alive",
+    "iso": "SReLU cuts at its learned threshold b (-1 at initialisation): the fraction above 0, not above b, "
+           "since P(z > 0) is what Theorem 3.3 bounds and what every other net's column counts",
     "ll": "a CReLU keeps both halves: which half carries each neuron; none dies",
     "dirac": "NCReLU keeps both halves: which half carries each neuron; none dies",
 }

@@ -7,12 +7,15 @@ what its method changes. Module names follow plainN's (`layer1.0.conv1`, `bn1`, 
     tatN     TAT, Zhang et al. 2022: leaky ReLU transformed by DeepMind's `dks` package so that the net's C map
              at 0 is eta = 0.9 for the net's real depth; no normalisation; delta-orthogonal init. method="dks":
              DKS, Martens et al. 2021, with a smooth activation (softplus by default).
-    isoN     ISONet, Qi et al. 2020: Dirac (delta-orthogonal) kernels, SReLU(x) = relu(x - b) + b with b learned
-             from -1 per channel, no BN, and the orthogonality penalty of its reference code (`regularization`).
+    isoN     ISONet, Qi et al. 2020: Dirac (delta-orthogonal) kernels, the stem's too, SReLU(x) = relu(x - b) + b
+             with b learned from -1 per channel, no BN and no conv biases, and the orthogonality penalty of its
+             reference code (`regularization`).
     llN      looks-linear, Balduzzi et al. 2017: CReLU [relu(x), relu(-x)] and mirrored weights [W, -W], so that
              the net is exactly linear at initialisation (without BN, or with BN at its initial statistics).
-    diracN   DiracNets, Zagoruyko and Komodakis 2017: each conv diag(a) I + diag(b) W / |W| with a = 1 and
-             b = 0.1 at init, after NCReLU [max(x, 0), min(x, 0)], whose halves the identity term sums back to x.
+    diracN   DiracNets, Zagoruyko and Komodakis 2017: each conv diag(a) D + diag(b) W / |W| with a = 5 and
+             b = 1e-3 at init (its network's values), after NCReLU [max(x, 0), min(x, 0)]; D is its Dirac delta
+             repeated over the channels, which sums NCReLU's halves back to x, and gives every output channel of a
+             widening layer an identity term.
     repvggN  RepVGG, Ding et al. 2021: 3x3, 1x1 and identity branches, each with its BN, at training time;
              `reparameterize_model` fuses them into one 3x3 conv per layer, a truly plain net.
 
@@ -50,7 +53,8 @@ DKS_ACTS = ("softplus", "tanh", "elu", "gelu")  # smooth activations that dks tr
 SRELU_INIT = -1.0  # ISONet's SReLU threshold at initialisation (its reference code's config and paper)
 ORTHO_COEFF = 1e-4  # ISONet's orthogonality penalty (reference code's config, ORTHO_COEFF)
 MAX_ORTHO_COEFF = 1.0  # 10^4 times the reference's: beyond it the penalty, not the task, is what a net learns
-DIRAC_A, DIRAC_B = 1.0, 0.1  # DiracNets' initial scales of the identity and of the normalised weight (its code)
+DIRAC_A, DIRAC_B = 5.0, 1e-3  # DiracNets' initial scales of the identity and of the normalised weight (the network
+# its code trains, diracnet.py; the stand-alone diracconv.py starts at 1 and 0.1)
 
 
 # -- initialisation ---------------------------------------------------------------------------------------------------
@@ -167,16 +171,16 @@ class LooksLinearConv(nn.Conv2d):
 
 
 class DiracConv(nn.Conv2d):
-    """A 3x3 conv parametrised as diag(a) D + diag(b) W / |W| (each output filter of W normalised): D sums the two
-    NCReLU halves of each input channel into the output channel of the same index ([I, I], a partial identity where
-    the widths differ), so with b = 0 the conv is a * x. A skip folded into the weights: plain at inference."""
+    """A 3x3 conv parametrised as diag(a) D + diag(b) W / |W| (each output filter of W normalised), D being
+    `dirac_delta`: over NCReLU's 2C channels into C outputs it sums each channel's two halves ([I, I]), so with b = 0
+    the conv is a * x; into 2C outputs (a widening layer) it hands every output its own half. A skip folded into the
+    weights: plain at inference."""
 
     def __init__(self, in_chs: int, out_chs: int, stride: int = 1):
         super().__init__(in_chs, out_chs, 3, stride=stride, padding=1, bias=False)
         self.a = nn.Parameter(torch.full((out_chs,), DIRAC_A))
         self.b = nn.Parameter(torch.full((out_chs,), DIRAC_B))
-        half = nn.init.dirac_(torch.empty(out_chs, in_chs // 2, 3, 3))  # NCReLU's halves: in_chs = 2 x channels
-        self.register_buffer("delta", torch.cat([half, half], dim=1), persistent=False)
+        self.register_buffer("delta", dirac_delta(in_chs, out_chs), persistent=False)
 
     def effective_weight(self) -> torch.Tensor:
         normalised = F.normalize(self.weight.flatten(1), dim=1).view_as(self.weight)
@@ -184,6 +188,17 @@ class DiracConv(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.effective_weight(), None)
+
+
+def dirac_delta(in_chs: int, out_chs: int, size: int = 3) -> torch.Tensor:
+    """DiracNets' identity kernel (`dirac_delta` of its diracnet.py): the Dirac delta over min(in, out) channels,
+    repeated to fill the larger side, so that output o reads every input i with i = o modulo that minimum (widths
+    that do not divide repeat it in part)."""
+    n = min(in_chs, out_chs)
+    delta = torch.zeros(out_chs, in_chs, size, size)
+    outputs, inputs = torch.arange(out_chs)[:, None] % n, torch.arange(in_chs)[None, :] % n
+    delta[:, :, size // 2, size // 2] = (outputs == inputs).float()
+    return delta
 
 
 class RepConv(nn.Module):
@@ -226,6 +241,20 @@ def _fold(kernel: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch
     return kernel * scale.view(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
 
 
+def rep_parts(convs: dict[str, str], block: nn.Module) -> dict[str, dict[str, str]]:
+    """The parts of each site's pre-activation that a RepConv makes ({site: {role: source}}, for Theorem 3.2 and the
+    bound-check): its 3x3 and 1x1 branches, and its identity branch where it has one, each after its own BN. At
+    initialisation their weights are independent, so the branches add as independent summands. {} for other convs."""
+    parts = {}
+    for act, name in convs.items():
+        conv = block.get_submodule(name)
+        if isinstance(conv, RepConv):
+            parts[act] = {"branch": f"{name}.conv3x3", "branch:1x1": f"{name}.conv1x1"}
+            if conv.identity is not None:
+                parts[act]["identity"] = f"{name}.identity"
+    return parts
+
+
 def reparameterize_model(model: nn.Module) -> nn.Module:
     """`model` with every `RepConv` replaced in place by its fused conv: a RepVGG net as deployed, truly plain, its
     sites under the same names and now of kind "plain". Other models are returned as they are."""
@@ -235,6 +264,7 @@ def reparameterize_model(model: nn.Module) -> nn.Module:
                 setattr(parent, name, child.reparameterize())
         if getattr(parent, "deploy_kind", None):
             parent.site_kinds = dict.fromkeys(parent.site_kinds, parent.deploy_kind)
+            parent.site_components = {}  # one conv now: a plain layer's, which declares no parts
     return model
 
 
@@ -265,6 +295,7 @@ class Block(nn.Module):
         self.conv2, self.bn2, self.act2 = method.conv(out_chs * method.expand, out_chs, 1), \
             method.norm(out_chs), method.act(out_chs)
         self.site_kinds = {"act1": method.kind, "act2": method.kind}
+        self.site_components = rep_parts({"act1": "conv1", "act2": "conv2"}, self)
         self.deploy_kind = method.deploy_kind
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -284,6 +315,7 @@ class ShortcutFree(ResNet):
         self.bn1, self.act1 = method.norm(widths[0]), method.act(widths[0])
         self.fc = nn.Linear(self.fc.in_features * method.expand, num_classes)
         self.site_kinds = {"act1": method.kind}
+        self.site_components = rep_parts({"act1": "conv1"}, self)
         self.deploy_kind = method.deploy_kind
         method.init(self)
 
@@ -317,13 +349,11 @@ class ISONet(ShortcutFree):
 
 
 def _iso_init(model: nn.Module) -> None:
-    """Dirac kernels (a partial identity where the widths differ: orthonormal rows or columns at the centre tap),
-    zero biases; the stem keeps PyTorch's default, as ISONet's code leaves the layer that reads the image."""
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d) and name != "conv1":
+    """Dirac kernels (a partial identity where the widths differ: orthonormal rows or columns at the centre tap) in
+    every conv but a 7x7 one, the cifar stem's included, as ISONet's code does; an imagenet stem keeps PyTorch's."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d) and module.kernel_size != (7, 7):
             nn.init.dirac_(module.weight)
-            nn.init.zeros_(module.bias)
-    model.conv1.reset_parameters()
 
 
 def _looks_linear_init(model: nn.Module) -> None:
@@ -357,9 +387,11 @@ def build_tat(depth: int, *, num_classes: int = 10, in_chans: int = 3, stem: str
 
 def build_iso(depth: int, *, num_classes: int = 10, in_chans: int = 3, stem: str = "cifar", width: float = 1.0,
               ortho_coeff: float = ORTHO_COEFF) -> ISONet:
-    """isoN: Dirac kernels, SReLU, no BN, and the orthogonality penalty (`ortho_coeff` 0 turns it off)."""
+    """isoN: Dirac kernels, SReLU, no BN, no conv biases, and the orthogonality penalty (`ortho_coeff` 0 turns it
+    off)."""
     _, layers, widths, _ = depth_plan(depth, width)
-    spec = Method("iso", _biased_conv3x3, _no_norm, SReLU, init=_iso_init, stem_conv=_biased_conv3x3)
+    spec = Method("iso", conv3x3, _no_norm, SReLU, init=_iso_init, stem_conv=conv3x3)  # SReLU's b is the shift:
+    # no conv has a bias, as in ISONet's code
     return ISONet(spec, layers, widths, num_classes=num_classes, in_chans=in_chans, stem=stem,
                   ortho_coeff=_bounded("ortho_coeff", ortho_coeff, MAX_ORTHO_COEFF))
 

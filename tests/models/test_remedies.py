@@ -13,8 +13,8 @@ from dissipate.checkpoint import save_checkpoint
 from dissipate.bound_check import NOT_APPLICABLE, check_network, failures, inapplicable
 from dissipate.data import load_data
 from dissipate.models import create_model, list_models
-from dissipate.models.remedies import (TAT_ETA, DiracConv, NCReLU, RepConv, TransformedActivation, delta_orthogonal_,
-                                       reparameterize_model)
+from dissipate.models.remedies import (DIRAC_A, DIRAC_B, TAT_ETA, DiracConv, NCReLU, RepConv, SReLU,
+                                       TransformedActivation, delta_orthogonal_, reparameterize_model)
 from dissipate.probe import ProbeConfig, probe
 from dissipate.train import regularization
 from tests.helpers import randomize_batchnorm, run_cli
@@ -85,12 +85,45 @@ def test_repvgg_deployed_equals_the_training_time_net_in_eval_mode():
 def test_dirac_conv_with_b_zero_is_the_identity_map():
     torch.manual_seed(0)
     conv = DiracConv(2 * 16, 16)
+    assert (conv.a == 5).all() and (conv.b == 1e-3).all() and (DIRAC_A, DIRAC_B) == (5.0, 1e-3)  # diracnet.py's
     with torch.no_grad():
         conv.b.zero_()
     x = torch.randn(3, 16, 8, 8)
-    torch.testing.assert_close(conv(NCReLU()(x)), x, atol=1e-6, rtol=0)
+    torch.testing.assert_close(conv(NCReLU()(x)), DIRAC_A * x, atol=1e-5, rtol=0)
     conv.a.data.fill_(2.0)
     torch.testing.assert_close(conv(NCReLU()(x)), 2 * x, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_a_widening_dirac_conv_gives_every_output_channel_its_identity_term(stride):
+    """DiracNets' repeated delta: 16 channels into 32 (NCReLU's 32 halves in), with b = 0, maps x to a copy of both
+    halves, so the two output halves sum back to x at every output channel; the old partial identity left 16 of the
+    32 outputs at 0."""
+    torch.manual_seed(0)
+    conv = DiracConv(2 * 16, 32, stride=stride)
+    with torch.no_grad():
+        conv.b.zero_()
+        conv.a.fill_(1.0)
+    x = torch.randn(3, 16, 8, 8)
+    out = conv(NCReLU()(x))
+    kept = x[:, :, ::stride, ::stride]
+    torch.testing.assert_close(out, NCReLU()(kept), atol=1e-6, rtol=0)
+    torch.testing.assert_close(out[:, :16] + out[:, 16:], kept, atol=1e-6, rtol=0)
+    assert (out.flatten(2).abs().amax(-1) > 0).all()  # no output channel without its identity term
+    net = create_model("dirac20")
+    assert torch.equal(net.layer2[0].conv1.delta[:, :, 1, 1], torch.eye(32))  # the network's widening layers too
+
+
+def test_iso_has_no_conv_bias_and_dirac_kernels_in_its_stem_too():
+    """ISONet's code Dirac-initialises every conv but a 7x7 one, and with SReLU no conv has a bias."""
+    model = create_model("iso20")
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 19 and all(conv.bias is None for conv in convs)
+    torch.testing.assert_close(model.conv1.weight, nn.init.dirac_(torch.empty(16, 3, 3, 3)), atol=0, rtol=0)
+    assert sum(isinstance(m, SReLU) for m in model.modules()) == 19
+    imagenet = create_model("iso20", stem="imagenet", image_size=64)
+    assert imagenet.conv1.kernel_size == (7, 7) and imagenet.conv1.weight[:, :, 3, 3].abs().sum() > 0
+    assert imagenet.conv1.weight.count_nonzero() > imagenet.conv1.weight.shape[0]  # not a Dirac kernel
 
 
 def test_iso_kernels_are_orthogonal_at_their_centre_tap_and_zero_elsewhere():
@@ -191,7 +224,12 @@ def test_every_remedy_builds_trains_a_step_probes_and_is_bound_checked(family, d
     assert failures(table).empty and (table["level"] == "init").all()
     reasons = inapplicable(table)
     expected = NOT_APPLICABLE.get(family, "")
-    assert (reasons == expected).all() and table["holds"].isna().all()
+    assert (reasons == expected).all()
+    if family == "repvgg":  # its RepConvs declare their branches: a prediction at every site, and it holds
+        assert table["holds"].astype(bool).all() and table["var_pred"].notna().all()
+        assert not any(getattr(m, "site_components", {}) for m in reparameterize_model(model).modules())
+    else:
+        assert table["holds"].isna().all()
 
 
 def test_a_trained_repvgg_checkpoint_probes_as_deployed_with_one_option(tmp_path, capsys):
