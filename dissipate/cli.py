@@ -405,7 +405,8 @@ def train(
 def plot(
     probes: List[Path] = typer.Argument(..., help="probe.csv files (dissipate probe) or probes.csv files (dissipate "
                                                   "train --probe-every: one line per epoch)."),
-    out: Path = typer.Option(Path("probes.png"), help="The figure to write (.png or .pdf)."),
+    out: Path = typer.Option(Path("plot-out") / "probes.png", help="The figure to write (.png or .pdf); its folder "
+                                                                   "is made if needed."),
 ) -> None:
     """Overlay several probes on the probe figure's axes, one colour each: models, checkpoints or epochs."""
     if out.suffix.lower() not in (".png", ".pdf"):

@@ -15,6 +15,9 @@ from .models import REMEDY_FAMILIES, list_models
 
 VIEW = ("site", "depth", "kind", "surviving", "erank/ch", "cka_input", "recon_r2", "dists_input")
 LEGEND = {
+    "kind": "what the site's pre-activation sums: plain, one layer's output; residual, a branch and a shortcut (above "
+            "1/2 where the shortcut carries the block's non-negative input, 1/2 at a stage transition, whose "
+            "shortcut is a zero-mean 1x1 conv and BN like the branch); pnnh, a branch and E^T E x; others, a remedy",
     "surviving": "fraction of pre-activations > 0; 1/2 at a plain site at initialisation, whatever the input",
     "erank/ch": "effective rank of the channel covariance per channel; 1 when every direction is used",
     "cka_input": "linear CKA between the features and the input image; 1 is the image's geometry, about 0 is "
@@ -63,11 +66,18 @@ def summary(frame: pd.DataFrame, model: str | None = None) -> list[str]:
     width = max(len(row["site"]) for row in rows.values())
     lines = [f"input left ({' / '.join(measures)}; about 0 is nothing left):"]
     lines += [f"  {name:<10}  {row['site']:<{width}}  {' / '.join(_number(row[c]) for c in measures)}"
+              + ("  (a stage transition: the first block of a stage, strided)" if _transition(row["site"]) else "")
               for name, row in rows.items()]
     other = counterpart(model)
     if other:
         lines.append(f"compare: dissipate probe --model {other}")
     return lines
+
+
+def _transition(site: str) -> bool:
+    """Whether `site` is in the first block of a ResNet-layout stage after the first (`layer3.0.act2`): the block
+    that halves the resolution and, in a residual net, has a strided 1x1 conv for a shortcut."""
+    return re.search(r"(^|\.)layer([2-9]|\d{2,})\.0\.", site) is not None
 
 
 def counterpart(model: str | None) -> str | None:

@@ -16,7 +16,10 @@ def test_the_view_has_erank_per_channel_and_drops_dists_only_where_it_was_not_co
     assert list(shown.columns) == ["site", "depth", "kind", "surviving", "erank/ch", "cka_input", "recon_r2"]
     assert (shown["erank/ch"] == 0.5).all()
     assert "dists_input" in report.view(frame(dists=0.4))
-    assert [line.split()[0] for line in report.legend(shown)] == ["surviving", "erank/ch", "cka_input", "recon_r2"]
+    assert [line.split()[0] for line in report.legend(shown)] == ["kind", "surviving", "erank/ch", "cka_input",
+                                                                  "recon_r2"]
+    kind = next(line for line in report.legend(shown) if line.split()[0] == "kind")
+    assert "1/2 at a stage transition" in kind and "zero-mean" in kind
 
 
 def test_the_summary_names_the_first_mid_depth_and_last_sites_and_a_counterpart():
@@ -26,6 +29,9 @@ def test_the_summary_names_the_first_mid_depth_and_last_sites_and_a_counterpart(
                           "  last site   s3  0.100 / 0.050"]
     assert lines[4] == "compare: dissipate probe --model resnet34"
     assert report.summary(frame().drop(columns=["cka_input", "recon_r2"]), "plain34") == []
+    staged = frame().assign(site=["act1", "layer2.1.act2", "layer3.0.act2", "layer3.1.act2"])
+    marked = [line for line in report.summary(staged, "resnet20") if "stage transition" in line]
+    assert len(marked) == 1 and "layer3.0.act2" in marked[0]
 
 
 @pytest.mark.parametrize("model, other", [("plain56", "resnet56"), ("resnet18", "plain18"), ("pnnh20", "resnet20"),

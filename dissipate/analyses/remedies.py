@@ -19,7 +19,7 @@ from matplotlib.lines import Line2D
 from ..data import load_data
 from ..models import REMEDY_FAMILIES, count_flops, count_parameters, create_model
 from ..plots import FAMILY_COLOURS, FAMILY_LABELS, caption_line, finish_figure
-from ._common import COMPARED, COMPARED_DEPTHS, Context, Variant, block_outputs, family_models
+from ._common import COMPARED, COMPARED_DEPTHS, RATE_SCALE, Context, Variant, block_outputs, family_models
 
 NAME = "remedies"
 DESCRIPTION = ("the shortcut-free remedies (TAT, ISONet, looks-linear, DiracNet, RepVGG) beside plain, ResNet and "
@@ -88,18 +88,22 @@ def draw(frame: pd.DataFrame) -> Figure:
     trained = frame.drop_duplicates("model").set_index("model")["test_acc"].dropna()
     for axis, metric, label in ((cka, "cka_input", "linear CKA with the input at the last site, at init (0 to 1)"),
                                 (recon, "recon_r2", "read-out R$^2$ of the input at the last site, at init (1 = all)")):
-        for family, rows in init[init.index.isin(trained.index)].groupby("family", sort=False):
+        for side, (family, rows) in enumerate(init[init.index.isin(trained.index)].groupby("family", sort=False)):
             rows = rows.sort_values("model_depth")
             axis.plot(rows[metric], 100 * trained[rows.index], color=FAMILY_COLOURS[family], gid=family,
                       label=FAMILY_LABELS[family], linewidth=0.8, alpha=0.9, **_ringed(family))
-            for model, r in rows.iterrows():
+            for index, (model, r) in enumerate(rows.iterrows()):  # the deeper net's label above its point, and
+                # every other family's on the left, so that neighbouring points' labels do not overprint
                 axis.annotate(str(r.model_depth), (r[metric], 100 * trained[model]), fontsize=7,
-                              textcoords="offset points", xytext=(4, -9), color=FAMILY_COLOURS[family])
+                              textcoords="offset points", color=FAMILY_COLOURS[family],
+                              xytext=(4 if side % 2 == 0 else -13, -9 if index % 2 == 0 else 4))
+        axis.margins(x=0.08)
         axis.set_xlabel(label)
         axis.set_ylabel("final test accuracy, trained (%)")
         axis.grid(alpha=0.3)
     handles, _ = cka.get_legend_handles_labels()
-    cka.legend(handles=[*handles, Line2D([], [], linestyle="", label="numbers: depth")], fontsize=7, ncol=2)
+    cka.legend(handles=[*handles, Line2D([], [], linestyle="", label="numbers: depth")], fontsize=7, ncol=2,
+               loc="lower right", bbox_to_anchor=(1, 0.1))  # above a net at chance, below the ones that train
     _draw_curves(curves, frame)
     not_trained = sorted(set(init.index) - set(trained.index), key=lambda m: (init.loc[m, "model_depth"], m))
     failed = frame.loc[frame["status"].fillna("ok") != "ok"].drop_duplicates("model")
@@ -111,7 +115,8 @@ def draw(frame: pd.DataFrame) -> Figure:
         recon.text(0.02, 0.02, "; ".join(notes), transform=recon.transAxes, fontsize=7, color="crimson", wrap=True)
     return finish_figure(figure, "Shortcut-free remedies: the input kept at initialisation, and what trains",
                          caption_line(frame, "one seed each; TAT and ISONet train with AdamW, the others with the "
-                                             "preset's SGD"))
+                                             "preset's SGD, each family at its swept rate (" + ", ".join(
+                                                 f"{f} x{k:g}" for f, k in RATE_SCALE.items()) + ")"))
 
 
 def _ringed(family: str) -> dict:

@@ -55,10 +55,9 @@ def load_dists(download: bool = False) -> torch.nn.Module:
     failed_before = cache / FETCH_FAILED
     missing = [name for name in DISTS_FILES if not (cache / name).is_file()]
     if missing and (not download or failed_before.exists()):
-        why = f"fetching them failed before (delete {FETCH_FAILED} there to retry)" if download else \
-            "downloads are off"
-        raise DistsUnavailable(f"DISTS is n/a: {' and '.join(missing)} not in {cache}; {why}; see the README's DISTS "
-                               "section")
+        why = f"fetching them failed before; delete {FETCH_FAILED} to retry" if download else "downloads are off"
+        raise DistsUnavailable(f"DISTS is n/a ({why}; {' and '.join(missing)} go in {cache})")  # one line, on every
+        # offline probe
     try:
         for name in missing:
             cache.mkdir(parents=True, exist_ok=True)

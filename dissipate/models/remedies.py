@@ -129,6 +129,20 @@ def transformed_activation(method: str, act: str, num_acts: int) -> Callable[[],
     return partial(TransformedActivation, name, **constants)
 
 
+class PerLocationNormalization(nn.Module):
+    """DKS's per-location normalisation, with its default homogeneous coordinate of 1: a channel of ones appended,
+    then each location's channel vector scaled to a mean square of 1, so that the q value TAT and DKS assume is 1 at
+    every location, a pixel that is exactly 0 (Fashion-MNIST's background) included. The net's first conv reads one
+    channel more than the image has. What `dks.pytorch.data_preprocessing.per_location_normalization` computes (a
+    test checks), on the images' own device and dtype, where dks makes its ones on the CPU."""
+
+    added_chans = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
+        return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True))
+
+
 class SReLU(nn.Module):
     """ISONet's shifted ReLU, relu(x - b) + b = max(x, b), with a threshold b per channel learned from SRELU_INIT."""
 
@@ -283,6 +297,8 @@ class Method:
     deploy_kind: str | None = None  # the sites' kind once reparameterised
     stem_conv: Callable[[int, int, int], nn.Module] | None = None  # the cifar stem's conv, where not plainN's (it
     # reads the image, not a CReLU's halves, so the conv of a method whose convs read those is not it)
+    preprocess: Callable[[], nn.Module] | None = None  # what the image goes through before the stem (its
+    # `added_chans`: the channels it adds, which the stem reads)
 
 
 class Block(nn.Module):
@@ -308,8 +324,11 @@ class ShortcutFree(ResNet):
 
     def __init__(self, method: Method, layers: list[int], widths: list[int], *, num_classes: int, in_chans: int,
                  stem: str):
+        preprocess = method.preprocess() if method.preprocess else None
+        in_chans += getattr(preprocess, "added_chans", 0)
         super().__init__(partial(Block, method=method), layers, widths, num_classes=num_classes, in_chans=in_chans,
                          stem=stem)
+        self.preprocess = preprocess
         if method.stem_conv is not None and stem == "cifar":
             self.conv1 = method.stem_conv(in_chans, widths[0], 1)
         self.bn1, self.act1 = method.norm(widths[0]), method.act(widths[0])
@@ -318,6 +337,9 @@ class ShortcutFree(ResNet):
         self.site_components = rep_parts({"act1": "conv1"}, self)
         self.deploy_kind = method.deploy_kind
         method.init(self)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward_features(x if self.preprocess is None else self.preprocess(x))
 
 
 def orthogonality_penalty(conv: nn.Conv2d) -> torch.Tensor:
@@ -373,15 +395,18 @@ NORMS = ("bn", "none")
 
 
 def build_tat(depth: int, *, num_classes: int = 10, in_chans: int = 3, stem: str = "cifar", width: float = 1.0,
-              method: str = "tat", act: str = "softplus") -> ShortcutFree:
+              method: str = "tat", act: str = "softplus", pln: bool = True) -> ShortcutFree:
     """tatN: no normalisation, delta-orthogonal init, and the activation dks transforms for this depth: TAT's leaky
-    ReLU, or with method="dks" DKS's transform of the smooth `act`."""
+    ReLU, or with method="dks" DKS's transform of the smooth `act`; the image per-location normalised first
+    (`pln`, PerLocationNormalization), as DKS and TAT assume."""
     _, layers, widths, _ = depth_plan(depth, width)
     method = checked_choice("method", method, ("tat", "dks"))
     act = checked_choice("act", act, DKS_ACTS) if method == "dks" else "leaky_relu"
     make_act = transformed_activation(method, act, num_acts=1 + 2 * sum(layers))  # the stem's, two per block
+    if not isinstance(pln, bool):
+        raise InvalidArgumentError(f"pln must be true or false, got {pln!r}")
     spec = Method(method, _biased_conv3x3, _no_norm, lambda c: make_act(), init=_init_delta_orthogonal,
-                  stem_conv=_biased_conv3x3)
+                  stem_conv=_biased_conv3x3, preprocess=PerLocationNormalization if pln else None)
     return ShortcutFree(spec, layers, widths, num_classes=num_classes, in_chans=in_chans, stem=stem)
 
 

@@ -1,6 +1,8 @@
 """The remedies analysis: every shortcut-free family beside plain, ResNet and PNNH, probed and trained."""
 
-from dissipate.analyses import remedies as analysis, tables
+import pandas as pd
+
+from dissipate.analyses import Context, Variant, _common, remedies as analysis, tables
 from dissipate.models import REMEDY_FAMILIES, count_parameters, create_model
 
 
@@ -41,3 +43,28 @@ def test_the_tables_list_each_trained_remedy(smoke, result):
     assert remedy["acc_vs_resnet"].notna().all()
     markdown = (smoke[0] / f"{tables.NAME}.md").read_text()
     assert "The shortcut-free remedies" in markdown and "| repvgg20 |" in markdown
+
+
+def test_each_remedy_trains_at_its_swept_rate_and_a_changed_rate_recomputes_the_table(tmp_path, monkeypatch):
+    """RATE_SCALE multiplies the family's optimizer rate in the preset (SGD: the preset's; AdamW: 1e-3), and is part
+    of what a cached table was computed with, so changing it recomputes the table rather than reading a stale one."""
+    ctx = Context("cpu", tmp_path)
+    rates = {model: ctx.train_config(Variant(model)).lr for model in ("plain20", "ll20", "dirac56", "iso20", "tat20")}
+    assert rates == {"plain20": 0.1, "ll20": 0.05, "dirac56": 0.2, "iso20": 1e-3, "tat20": 1e-3}
+    smoke = Context("smoke", tmp_path)
+    assert smoke.train_config(Variant("dirac20")).lr == 2 * smoke.recipe.lr
+
+    computed = []
+
+    class Counted:  # an analysis whose table is how many times it was computed
+        NAME, PRESETS, COLUMNS = "counted", analysis.PRESETS, ("times",)
+
+        @staticmethod
+        def compute(_: Context) -> pd.DataFrame:
+            computed.append(1)
+            return pd.DataFrame({"times": [len(computed)]})
+
+    assert ctx.result(Counted)[0]["times"].tolist() == [1]
+    assert ctx.result(Counted)[0]["times"].tolist() == [1]  # read back from the cache
+    monkeypatch.setitem(_common.RATE_SCALE, "tat", 0.5)
+    assert ctx.result(Counted)[0]["times"].tolist() == [2]

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from dissipate.checkpoint import save_checkpoint
+from dissipate.errors import InvalidArgumentError
 from dissipate.bound_check import NOT_APPLICABLE, check_network, failures, inapplicable
 from dissipate.data import load_data
 from dissipate.models import create_model, list_models
@@ -292,3 +293,25 @@ def test_the_probes_legend_says_what_surviving_means_where_the_activation_is_not
     assert any(line.startswith("  surviving at a tat site: a leaky ReLU") for line in lines)
     assert not any("surviving at a" in line for line in legend(frame.assign(kind="plain")))
     assert counterpart("tat56") == "plain56"
+
+
+def test_tat_normalises_each_location_first_so_a_zero_pixel_has_q_1():
+    """DKS and TAT assume a q value of 1 at every location; Fashion-MNIST's background is exactly 0. The image goes
+    through dks's per-location normalisation (a channel of ones appended) before the stem, which reads it."""
+    from dks.pytorch.data_preprocessing import per_location_normalization
+
+    model = create_model("tat20", in_chans=1, image_size=28)
+    assert model.conv1.in_channels == 2 and model.spec.in_chans == 1 and model.spec.kwargs["pln"] is True
+    x = torch.randn(2, 1, 8, 8)
+    x[:, :, :3] = 0
+    normalised = model.preprocess(x)
+    torch.testing.assert_close(normalised.square().mean(1), torch.ones(2, 8, 8))
+    torch.testing.assert_close(normalised, per_location_normalization(x.movedim(1, -1)).movedim(-1, 1))
+    seen = []
+    model.conv1.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    model(x)
+    torch.testing.assert_close(seen[0], normalised)
+    plain = create_model("tat20", in_chans=1, image_size=28, pln=False)
+    assert plain.preprocess is None and plain.conv1.in_channels == 1
+    with pytest.raises(InvalidArgumentError, match="pln must be true or false"):
+        create_model("tat20", pln="yes")
