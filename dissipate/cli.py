@@ -124,13 +124,17 @@ def models(
     num_classes: int = typer.Option(10, help="Classifier outputs."),
     in_chans: int = typer.Option(3, help="Input image channels."),
     stem: Optional[str] = typer.Option(None, help="cifar or imagenet; default: each family's own."),
-    image_sizes: List[int] = typer.Option([32, 224], "--image-size", help="Image size for FLOPs (repeatable)."),
+    flops: bool = typer.Option(False, "--flops", help="Count forward FLOPs too (at 32x32 and 224x224 unless "
+                                                      "--image-size says; about 0.5 s a model)."),
+    image_sizes: List[int] = typer.Option([], "--image-size", help="Image size for FLOPs (repeatable; implies "
+                                                                   "--flops)."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="Output format."),
 ) -> None:
-    """The model registry: family, depth, parameters and forward FLOPs (at 32x32 and 224x224 by default)."""
+    """The model registry: family, depth and parameters, and with --flops the forward FLOPs."""
     selected = select_models(names or ())
-    with progress(selected, len(selected), "Counting parameters and FLOPs") as names_:
-        table = model_table(names_, num_classes=num_classes, in_chans=in_chans, stem=stem, image_sizes=image_sizes)
+    sizes = image_sizes or ([32, 224] if flops else [])
+    with progress(selected, len(selected), "Counting parameters" + (" and FLOPs" if sizes else "")) as names_:
+        table = model_table(names_, num_classes=num_classes, in_chans=in_chans, stem=stem, image_sizes=sizes)
     if fmt is OutputFormat.table:
         typer.echo(f"num_classes={num_classes}, in_chans={in_chans}; FLOPs count 2 per multiply-add "
                    "(torch.utils.flop_counter), convs, linears and attention only")

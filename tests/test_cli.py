@@ -16,19 +16,21 @@ from tests.test_data import write_fashion_mnist
 
 
 def test_models_csv_lists_the_selected_models(capsys):
-    code, out, _ = run_cli(capsys, "models", "resnet20", "pnnh[0-9]*", "--format", "csv")
+    code, out, _ = run_cli(capsys, "models", "resnet20", "pnnh[0-9]*", "--format", "csv", "--flops")
     assert code == 0
     table = pd.read_csv(io.StringIO(out))
     assert list(table["model"]) == ["resnet20", "pnnh18", "pnnh20", "pnnh32", "pnnh34", "pnnh44", "pnnh50", "pnnh56",
                                     "pnnh101", "pnnh110"]
     assert list(table.columns) == ["model", "family", "depth", "stem", "params", "flops_32px", "flops_224px"]
+    code, out, _ = run_cli(capsys, "models", "resnet20", "--format", "csv")  # FLOPs only when asked: a quick table
+    assert code == 0 and out.splitlines()[0] == "model,family,depth,stem,params"
     assert table.set_index("model").loc["pnnh20", "params"] == count_parameters(create_model("pnnh20"))
 
 
 def test_models_json_and_table(capsys):
     code, out, _ = run_cli(capsys, "models", "vgg11", "--format", "json", "--num-classes", "1000")
     assert code == 0 and json.loads(out)[0]["params"] == 132_868_840  # torchvision's vgg11_bn
-    code, out, _ = run_cli(capsys, "models", "resnet18")
+    code, out, _ = run_cli(capsys, "models", "resnet18", "--flops")
     assert code == 0 and "resnet18" in out and "11.18M" in out and "flops_224px" in out
     code, out, _ = run_cli(capsys, "models", "resnet20", "--image-size", "28", "--format", "csv")
     assert code == 0 and out.splitlines()[0].endswith(",params,flops_28px")

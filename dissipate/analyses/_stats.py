@@ -14,7 +14,6 @@ import math
 from typing import Iterable
 
 import numpy as np
-from scipy import stats
 
 LEVEL = 0.95  # the intervals' confidence
 MIN_SEEDS = 3  # fewer seeds than this decide nothing: the verdict is "inconclusive", whatever the interval
@@ -38,6 +37,8 @@ def mean_interval(values: Iterable[float]) -> tuple[float, float, float]:
         return mean, math.nan, math.nan
     if np.ptp(x) == 0:
         return mean, mean, mean
+    from scipy import stats  # on first use: scipy.stats takes most of a second to import, at every command's start
+
     interval = stats.ttest_1samp(x, 0.0).confidence_interval(LEVEL)
     return mean, float(interval.low), float(interval.high)
 
@@ -54,6 +55,8 @@ def difference_interval(a: Iterable[float], b: Iterable[float]) -> tuple[float, 
         return difference, math.nan, math.nan
     if np.ptp(x) == 0 and np.ptp(y) == 0:
         return difference, difference, difference
+    from scipy import stats
+
     interval = stats.ttest_ind(x, y, equal_var=False).confidence_interval(LEVEL)
     return difference, float(interval.low), float(interval.high)
 

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision
 from torch import nn
 
 from ..errors import DissipateError, InvalidArgumentError
@@ -43,14 +42,23 @@ def _suggest(name: str, choices: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def _torchvision_models():
+    """torchvision.models, imported on first use: importing torchvision takes over a second, which every command
+    would pay for at start-up."""
+    import torchvision.models
+
+    return torchvision.models
+
+
 def _torchvision(name: str, num_classes: int | None, options: dict) -> nn.Module:
-    known = torchvision.models.list_models()
+    models = _torchvision_models()
+    known = models.list_models()
     if name not in known:
         raise InvalidArgumentError(f"torchvision has no model {name!r}{_suggest(name, known)}")
     # detection and segmentation builders fetch (and unpickle) ImageNet backbone weights unless told not to
-    parameters = inspect.signature(torchvision.models.get_model_builder(name)).parameters
+    parameters = inspect.signature(models.get_model_builder(name)).parameters
     no_backbone = {"weights_backbone": None} if "weights_backbone" in parameters else {}
-    return torchvision.models.get_model(name, weights=None, **no_backbone, **options, **_classes(num_classes))
+    return models.get_model(name, weights=None, **no_backbone, **options, **_classes(num_classes))
 
 
 def _timm(name: str, num_classes: int | None, in_chans: int, options: dict) -> nn.Module:
@@ -166,7 +174,7 @@ def hub_weights(name: str, weights: str) -> Path:
     if source != "torchvision":
         raise InvalidArgumentError(f"--weights NAME picks one of torchvision's weight enums; for {name} give a file")
     try:
-        enum = torchvision.models.get_model_weights(target)
+        enum = _torchvision_models().get_model_weights(target)
     except ValueError:
         raise InvalidArgumentError(f"torchvision has no weights for {target!r}") from None
     if weights not in enum.__members__:
