@@ -4,6 +4,7 @@ remedies analysis does not report a family as untrainable because of its rate. O
 
     python benchmarks/remedy_lr_sweep.py                       # 2 epochs of 2048 Fashion-MNIST images each
     python benchmarks/remedy_lr_sweep.py --families tat --extra pln=false
+    python benchmarks/remedy_lr_sweep.py --families tat --depth 56 --epochs 5 --rates 1e-4 3e-4
 
 Prints one row per (model, options, rate): final train loss, test accuracy and seconds; the best rate of each is
 marked. A run that diverges is a row too.
@@ -24,7 +25,7 @@ RATES = {"sgd": (0.02, 0.05, 0.1, 0.2), "adamw": (3e-4, 1e-3, 3e-3)}
 
 def sweep(model: str, options: dict, args: argparse.Namespace) -> list[dict]:
     rows = []
-    for lr in RATES[family_optimizer(model)]:
+    for lr in args.rates or RATES[family_optimizer(model)]:
         config = TrainConfig(model=model, data=args.data, epochs=args.epochs, batch_size=64, subset=args.subset,
                              test_subset=1000, lr=lr, model_kwargs=options, device="cpu")
         started = time.perf_counter()
@@ -48,6 +49,7 @@ def main() -> None:
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--subset", type=int, default=2048)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--rates", type=float, nargs="+", help="these rates instead of the optimizer's RATES")
     args = parser.parse_args()
     runs = [(f"{family}{args.depth}", {}) for family in args.families]
     if args.extra:

@@ -169,6 +169,7 @@ FAMILY_LABELS = {"plain": "plain", "resnet": "residual (ResNet)", "pnnh": "PNNH"
                  "iso": "ISONet (no BN)", "ll": "looks-linear", "dirac": "DiracNet", "repvgg": "RepVGG"}
 KIND_FAMILY = {"plain": "plain", "residual": "resnet", "pnnh": "pnnh"}  # a site's kind drawn in its family's colour
 DEPTH_LINESTYLES = ("-", "--", ":", "-.")  # the shallowest model of a family solid, deeper ones dashed, dotted
+UNDER_WIDTH = 3.2  # the width of a line drawn under another that would cover it (ResNet under PNNH at its defaults)
 
 
 def depth_linestyles(frame: pd.DataFrame) -> dict[str, str]:
@@ -180,17 +181,20 @@ def depth_linestyles(frame: pd.DataFrame) -> dict[str, str]:
     return styles
 
 
-def family_depth_legend(figure: Figure, panels: list[pd.DataFrame], extra: tuple = ()) -> list[dict[str, str]]:
-    """Each panel's {model: linestyle}, and one legend beside the figure: a colour per family, a line style per depth
-    (within each panel the shallowest net of a family is solid, the next dashed, ...), then the `extra` handles."""
+def family_depth_legend(figure: Figure, panels: list[pd.DataFrame], extra: tuple = (),
+                        wide: tuple[str, ...] = ()) -> list[dict[str, str]]:
+    """Each panel's {model: linestyle}, and one legend beside the figure: a colour per family (the families in `wide`
+    as wide lines, as `draw_site_curves` draws them), a line style per depth (within each panel the shallowest net of
+    a family is solid, the next dashed, ...), then the `extra` handles."""
     styles = [depth_linestyles(panel) for panel in panels]
     depths: dict[str, set[int]] = {}
     for panel, style in zip(panels, styles, strict=True):
         for model, depth in panel.drop_duplicates("model")[["model", "model_depth"]].itertuples(index=False):
             depths.setdefault(style[model], set()).add(int(depth))
     present = set().union(*(panel["family"] for panel in panels))
-    handles = [Line2D([], [], color=colour, label=FAMILY_LABELS[family]) for family, colour in FAMILY_COLOURS.items()
-               if family in present]
+    handles = [Line2D([], [], color=colour, label=FAMILY_LABELS[family],
+                      linewidth=UNDER_WIDTH if family in wide else 1.5)
+               for family, colour in FAMILY_COLOURS.items() if family in present]
     handles += [Line2D([], [], color="0.35", linestyle=linestyle, label="depth " + "/".join(map(str, sorted(d))))
                 for linestyle, d in sorted(depths.items(), key=lambda item: DEPTH_LINESTYLES.index(item[0]))]
     handles += list(extra)
@@ -198,28 +202,46 @@ def family_depth_legend(figure: Figure, panels: list[pd.DataFrame], extra: tuple
     return styles
 
 
-def draw_site_curves(axis, frame: pd.DataFrame, column: str, styles: dict[str, str]) -> None:
-    """`column` against each site's layer, one line per model of `frame`, coloured by family."""
+def draw_site_curves(axis, frame: pd.DataFrame, column: str, styles: dict[str, str],
+                     wide: tuple[str, ...] = ()) -> None:
+    """`column` against each site's layer, one line per model of `frame`, coloured by family; the families in `wide`
+    drawn UNDER_WIDTH wide under the others, so that a line that another covers (the same function) still shows."""
     for model, group in frame.groupby("model", sort=False):
         family = group["family"].iloc[0]
         axis.plot(group["layer"], group[column], color=FAMILY_COLOURS.get(family, KIND_COLOURS["unknown"]),
-                  linestyle=styles.get(model, "-"), linewidth=1.4, label=model, gid=family)
+                  linestyle=styles.get(model, "-"), linewidth=UNDER_WIDTH if family in wide else 1.4, label=model,
+                  gid=family, zorder=1.9 if family in wide else 2)
 
 
 def plain_log_axis(axis, which: str = "x", ticks: list[float] | None = None) -> None:
     """A log axis labelled with plain numbers (20, 56, 110; 0.3, 1) rather than powers of ten: at `ticks`, or by
     default at 1, 2, 3 and 5 times the powers of ten within the drawn range (fewer as the range widens, so that the
-    labels never overlap)."""
+    labels never overlap). A range too narrow to hold two of those gets every 1 to 9 times a power of ten, and one
+    narrower still its two ends (to two significant digits): an axis always has two labelled ticks at least."""
     getattr(axis, f"set_{which}scale")("log")
     target = getattr(axis, f"{which}axis")
     if ticks is None:
         low, high = getattr(axis, f"get_{which}lim")()
         span = math.log10(high / low)
-        steps = (1, 2, 3, 5) if span <= 1.5 else (1, 2, 5) if span <= 3 else (1,)
         decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
-        ticks = [round(m * 10.0 ** d, 12) for d in decades for m in steps if low <= m * 10.0 ** d <= high]
+        for steps in ((1, 2, 3, 5) if span <= 1.5 else (1, 2, 5) if span <= 3 else (1,), tuple(range(1, 10))):
+            ticks = [round(m * 10.0 ** d, 12) for d in decades for m in steps if low <= m * 10.0 ** d <= high]
+            if len(ticks) >= 2:
+                break
+        else:
+            ticks = _ends(low, high)
     target.set_ticks(ticks, [f"{t:g}" for t in ticks])
     target.set_minor_locator(NullLocator())
+
+
+def _ends(low: float, high: float) -> list[float]:
+    """Two round numbers just inside [low, high], to as few significant digits (two at least) as tell them apart."""
+    for digits in range(2, 8):
+        unit = 10.0 ** (math.floor(math.log10(low)) - digits + 1)
+        first, last = math.ceil(low / unit) * unit, math.floor(high / unit) * unit
+        if first < last:
+            return [round(first, 12), round(last, 12)]
+    return [low, high]
 
 
 def caption_line(frame: pd.DataFrame, detail: str = "") -> str:

@@ -1,5 +1,6 @@
-"""The documents: every link in the README and the design resolves, nothing cites a design document that the
-repository does not hold, and what the Quickstart's commands write by default is ignored by git."""
+"""The documents: every link in the README, the usage guide, the results and the design resolves, the README stays
+short, its claims and the results' gallery are what the committed figures give, nothing cites a design document that
+the repository does not hold, and what the Quickstart's commands write by default is ignored by git."""
 
 import inspect
 import re
@@ -12,7 +13,9 @@ from dissipate import cli
 from dissipate.analyses import gallery
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "design.md"]
+README = ROOT / "README.md"
+RESULTS = ROOT / "docs" / "results.md"
+DOCUMENTS = [README, ROOT / "docs" / "design.md", ROOT / "docs" / "usage.md", RESULTS]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
@@ -49,14 +52,29 @@ def test_a_commands_default_output_is_ignored_by_git_so_a_clone_stays_clean(comm
     assert str(folder) != "." and f"/{folder}/" in ignored  # so, too, the default is never the committed figures/
 
 
-def test_the_readmes_gallery_is_the_one_generated_from_the_committed_figures():
-    """Every number in the README's results comes from figures/*.csv: regenerate it with
-    `python -m dissipate.analyses.gallery figures README.md` after `dissipate figures --out figures`."""
-    readme = (ROOT / "README.md").read_text()
-    start, end = readme.index(gallery.START), readme.index(gallery.END) + len(gallery.END)
-    generated = gallery.gallery(ROOT / "figures")
-    assert readme[start:end] == generated
-    assert "| claim | verdict |" in generated and "figures/remedies.png" in generated
+def section(document: Path, start: str, end: str) -> str:
+    """The text of `document` from `start` to `end`, markers included."""
+    text = document.read_text()
+    assert text.count(start) == 1 and text.count(end) == 1, f"{document.name}: no single pair of markers"
+    return text[text.index(start):text.index(end) + len(end)]
+
+
+def test_the_readme_is_read_in_five_minutes():
+    size = len(README.read_bytes())
+    assert size < 12 * 1024, f"README.md is {size} bytes: move sections to docs/usage.md"
+
+
+def test_the_readmes_claims_and_the_results_gallery_are_the_ones_generated_from_the_committed_figures():
+    """Every number in the README's claims and in docs/results.md comes from figures/*.csv: regenerate both with
+    `python -m dissipate.analyses.gallery figures README.md docs/results.md` after `dissipate figures --out figures`."""
+    figures = ROOT / "figures"
+    claims = gallery.claims_section(figures, README, RESULTS)
+    assert section(README, gallery.CLAIMS_START, gallery.CLAIMS_END) == claims
+    assert "| claim | verdict |" in claims and "](docs/results.md)" in claims and "](figures/claims.md)" in claims
+    assert "![" not in claims  # the figures are in docs/results.md, not in the README
+    full = gallery.gallery(figures, RESULTS)
+    assert section(RESULTS, gallery.START, gallery.END) == full
+    assert "| claim | verdict |" in full and "](../figures/remedies.png)" in full  # links from docs/ to figures/
 
 
 def test_the_gallery_is_spliced_between_its_markers_and_a_document_without_them_is_refused():
@@ -64,6 +82,16 @@ def test_the_gallery_is_spliced_between_its_markers_and_a_document_without_them_
     assert gallery.splice(document, "new") == "intro\nnew\nafter\n"
     with pytest.raises(ValueError, match="no gallery markers"):
         gallery.splice("intro only", "new")
+    claims = f"intro\n{gallery.CLAIMS_START}\nold\n{gallery.CLAIMS_END}\n"
+    assert gallery.splice(claims, "new", gallery.CLAIMS_START, gallery.CLAIMS_END) == "intro\nnew\n"
+    with pytest.raises(ValueError, match="no gallery markers"):
+        gallery.splice(document, "new", gallery.CLAIMS_START, gallery.CLAIMS_END)
+
+
+def test_a_sections_links_are_relative_to_the_document_that_holds_it(tmp_path):
+    assert gallery.relative(tmp_path / "figures", tmp_path / "README.md") == "figures"
+    assert gallery.relative(tmp_path / "figures", tmp_path / "docs" / "results.md") == "../figures"
+    assert gallery.relative(tmp_path / "docs" / "results.md", tmp_path / "README.md") == "docs/results.md"
 
 
 def test_the_quickstarts_numbers_are_the_committed_probes_of_the_same_nets():
@@ -76,7 +104,7 @@ def test_the_quickstarts_numbers_are_the_committed_probes_of_the_same_nets():
     probe_defaults = inspect.signature(cli.probe).parameters
     assert recipe.init_data == probe_defaults["data"].default.default == "synthetic"
     assert recipe.init_image_size == 32 and recipe.probe_images == probe_defaults["num_images"].default.default
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    readme = " ".join(README.read_text().split())
     number = r"([\d.]+) / ([\d.]+)"
     quoted = re.search(rf"plain34 keeps {number} \(CKA / R²\) at `(\S+)` against resnet34's {number}, and at the last "
                        rf"site the two are {number} and {number}", readme)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -21,6 +22,7 @@ from ..checkpoint import read_checkpoint
 from ..data import SYNTHETIC_VERSION, is_synthetic, load_data
 from ..models import TRANSFORMER_FAMILIES, count_flops, create_model, get_model_entry, model_options
 from ..errors import InvalidArgumentError, TrainingDiverged
+from ..plots import FAMILY_LABELS
 from ..probe import ProbeConfig, ProbeNotice, probe, probe_model, resolve_device
 from ..train import (LOG_COLUMNS, OPTIMIZER_RECIPES, PROBE_FIELDS, PROBES_FILE, RUNTIME_FIELDS, TrainConfig,
                      family_optimizer, train)
@@ -29,11 +31,12 @@ PRESETS = ("smoke", "cpu", "gpu", "paper")
 COMPARED = ("plain", "resnet", "pnnh")  # the families every figure compares
 TRANSFORMERS = TRANSFORMER_FAMILIES  # and their transformer counterparts
 COMPARED_DEPTHS = (20, 56, 110)  # the CIFAR-family depths the figures compare (He et al.'s, minus 32 and 44)
-# a remedy family's learning rate as a multiple of its optimizer's in the preset (SGD: the preset's lr; AdamW: the
-# recipe's 1e-3): the best of a sweep at depth 20 over 5 epochs of 2048 Fashion-MNIST images where it beat that rate by
-# more than 2 points, and trained depth 56 too (benchmarks/RESULTS.md, "The remedies' learning rates"): tat and repvgg
-# train best at theirs, and iso's 3x, best at depth 20, collapsed iso56 to chance in epoch 2
-RATE_SCALE = {"ll": 0.5, "dirac": 2.0}
+# a remedy's learning rate as a multiple of its optimizer's in the preset (SGD: the preset's lr; AdamW: the recipe's
+# 1e-3), by family or, where a depth needs its own, by model: the best of a sweep over 5 epochs of 2048 Fashion-MNIST
+# images where it beat that rate by more than 2 points (benchmarks/RESULTS.md, "The remedies' learning rates"). At
+# depth 20 tat and repvgg train best at theirs, and iso's 3x, best at depth 20, collapsed iso56 to chance in epoch 2;
+# tat56 trains best at a tenth of tat20's rate (55.6% against 23.7%)
+RATE_SCALE = {"ll": 0.5, "dirac": 2.0, "tat56": 0.1}
 # --seeds by default: how many seeds each comparison that decides a claim is run with (the others take seed 0 alone)
 SEEDS = {"smoke": 3, "cpu": 3, "gpu": 3, "paper": 3}
 
@@ -284,13 +287,14 @@ class Context:
 
     def train_config(self, variant: Variant, data: str | None = None) -> TrainConfig:
         """The preset's recipe for `variant`: its lr and warm-up for a CNN (SGD); a transformer's own (AdamW); a
-        remedy family's rate scaled by RATE_SCALE."""
+        remedy's rate scaled by RATE_SCALE (its model's entry, else its family's)."""
         r = self.recipe
         optimizer = family_optimizer(variant.model)
         sgd = optimizer == "sgd"
         lr = r.lr if sgd else None
-        if variant.family in RATE_SCALE:
-            lr = (lr or OPTIMIZER_RECIPES[optimizer]["lr"]) * RATE_SCALE[variant.family]
+        scale = RATE_SCALE.get(variant.model, RATE_SCALE.get(variant.family))
+        if scale is not None:
+            lr = (lr or OPTIMIZER_RECIPES[optimizer]["lr"]) * scale
         return TrainConfig(model=variant.model, data=data or r.data, epochs=r.epochs, batch_size=r.batch_size,
                            lr=lr, warmup=r.warmup if sgd else None, subset=r.subset,
                            test_subset=r.test_subset,
@@ -411,3 +415,69 @@ class Context:
         write_csv(frame, path)
         atomic_write(stamp, lambda f: f.write(settings.encode()))
         return frame, False
+
+
+# -- what the figures share --------------------------------------------------------------------------------------------
+
+# a family whose net, at its defaults, computes another family's function: drawn, its series lie on the other's
+SAME_FUNCTION = {"pnnh": "resnet", "pnnhvit": "vit"}
+_TWIN_NAMES = {"resnet": ("ResNet", "ResNet's"), "vit": ("the ViT", "the ViT's")}  # as a caption names them
+# the classes of each dataset that a preset trains on (dissipate.data.load_data): what chance accuracy is
+DATASET_CLASSES = {"synthetic": 10, "fashion-mnist": 10, "cifar10": 10, "cifar100": 100}
+
+
+def identical_families(frame: pd.DataFrame, keys: tuple[str, ...], columns: tuple[str, ...],
+                       atol: float = 1e-3) -> list[tuple[str, str]]:
+    """The (family, twin) pairs of SAME_FUNCTION whose rows in `frame` measure alike: every row of `family` that has a
+    row of its twin with the same `keys` has the twin's value (within `atol`, NaN where the twin's is NaN) in every
+    one of `columns`, and at least one row does. Their drawn series lie one on the other."""
+    pairs = []
+    for family, twin in SAME_FUNCTION.items():
+        mine, theirs = frame[frame["family"] == family], frame[frame["family"] == twin]
+        joined = mine.merge(theirs, on=list(keys), suffixes=("", "_twin"))
+        if len(joined) and all(np.allclose(joined[c].to_numpy(float), joined[f"{c}_twin"].to_numpy(float), rtol=0,
+                                           atol=atol, equal_nan=True) for c in columns):
+            pairs.append((family, twin))
+    return pairs
+
+
+def identical_note(pairs: list[tuple[str, str]], marks: str = "lines", under: str = "") -> str:
+    """What a caption says of `pairs` (identical_families): that one family's `marks` cover its twin's, and how the
+    twin is drawn to show from under them (`under`, e.g. "the wide line"); "" for no pairs."""
+    notes = []
+    for family, twin in pairs:
+        name, possessive = _TWIN_NAMES[twin]
+        notes.append(f"{FAMILY_LABELS[family]} at its defaults computes {possessive} function, so its {marks} cover "
+                     f"{possessive}" + (f"; {name}: {under}" if under else ""))
+    return "; ".join(notes)
+
+
+def chance_accuracy(frame: pd.DataFrame) -> float | None:
+    """The accuracy of a guess, 1 / classes: from the frame's `num_classes` where it has one, else from its dataset
+    (DATASET_CLASSES); None where the frame's rows disagree or their dataset's classes are not known here (a folder)."""
+    if "num_classes" in frame and frame["num_classes"].notna().any():
+        classes = set(frame["num_classes"].dropna().astype(int))
+    else:
+        classes = {DATASET_CLASSES.get(str(d).partition(":")[0]) for d in frame["dataset"].dropna()}
+    return 1 / classes.pop() if len(classes) == 1 and None not in classes else None
+
+
+def mark_chance(axis, chance: float | None, scale: float = 100.0, reach: float = 0.5, span: float = 10.0):
+    """A dotted line at chance accuracy (`chance` times `scale`: percent by default), gid "chance", labelled for a
+    legend. Where the line would stretch the panel's drawn range by more than `reach` of it (a zoomed panel), only its
+    legend entry, which says where chance lies. A panel that spans less than `span` (nets at chance, 10.0% to 10.8%)
+    is widened upwards to it, so that noise about chance reads as the flat line at chance it is, not as structure.
+    The line (None for no `chance`)."""
+    if chance is None:
+        return None
+    level, (low, high) = chance * scale, axis.get_ylim()
+    label = f"chance ({level:g}%: 1 of {round(1 / chance)} classes)"
+    style = dict(color="0.25", linestyle=":", linewidth=1.1, gid="chance")
+    if low <= level <= high or max(low - level, level - high) <= reach * (high - low):
+        line = axis.axhline(level, zorder=1.5, label=label, **style)
+        low, high = axis.get_ylim()
+        if high - low < span:
+            axis.set_ylim(low, low + span)
+        return line
+    where = "below" if level < low else "above"
+    return axis.plot([], [], label=f"{label[:-1]}, {where} this panel)", **style)[0]

@@ -10,15 +10,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
+from matplotlib.transforms import ScaledTranslation
+from matplotlib.ticker import NullLocator
 
 from ..data import load_data
 from ..models import count_flops, count_parameters, create_model
 from ..plots import FAMILY_COLOURS, FAMILY_LABELS, caption_line, finish_figure, plain_log_axis
-from ._common import COMPARED, COMPARED_DEPTHS, TRANSFORMERS, Context, Variant, family_models, seeded
+from ._common import (COMPARED, COMPARED_DEPTHS, TRANSFORMERS, Context, Variant, chance_accuracy, family_models,
+                      mark_chance, seeded)
 from ._stats import mean_interval
 
 NAME = "accuracy_params"
@@ -28,6 +31,7 @@ COLUMNS = ("preset", "dataset", "model", "family", "model_depth", "base_model", 
            "width", "seed", "params", "image_size", "flops", "epochs", "test_acc", "best_test_acc", "train_loss",
            "status")
 SEEDED = True
+NARROW_MARKERS = ("D", "^", "v", "s", "P", "X", "<", ">", "p", "h")  # a hollow marker per narrower PNNH net
 WIDTHS = (0.5, 0.71)  # the width controls, beside width 1: about a quarter and a half of the parameters
 
 
@@ -152,7 +156,7 @@ def _points(axis, rows: pd.DataFrame, **style) -> None:
     """Each row's mean accuracy (%) against its parameters (millions), with its 95% interval where it has one."""
     error = (100 * (rows["test_acc"] - rows["low"]), 100 * (rows["high"] - rows["test_acc"]))
     axis.errorbar(rows["params"] / 1e6, 100 * rows["test_acc"], yerr=[e.fillna(0).to_numpy() for e in error],
-                  capsize=2.5, markersize=4.5, **style)
+                  capsize=2.5, **{"markersize": 4.5, **style})
 
 
 def _frontier_depth(summary: pd.DataFrame) -> int | None:
@@ -174,26 +178,18 @@ def draw(frame: pd.DataFrame) -> Figure:
         full = rows[_is_full_width(rows)]
         narrow = rows[(rows["family"] == "pnnh") & ~_is_full_width(rows)]
         depths = axes[row, 0]
-        labelled: list[tuple[float, float]] = []
         for family, group in full.groupby("family", sort=False):
             _points(depths, group.sort_values("params"), marker="o", color=FAMILY_COLOURS[family], gid=family,
                     label=FAMILY_LABELS[family])
-            for r in group.itertuples():
-                at = (r.params / 1e6, 100 * r.test_acc)
-                if not any(abs(math.log(at[0] / x)) < 0.15 and abs(at[1] - y) < 3 for x, y in labelled):
-                    labelled.append(at)  # one depth label for the points that sit together (PNNH on ResNet)
-                    depths.annotate(str(r.model_depth), at, fontsize=7, textcoords="offset points", xytext=(4, -9))
-        elsewhere = narrow[narrow["model_depth"] != frontier]
-        if len(elsewhere):
-            _points(depths, elsewhere, marker="D", linestyle="", markerfacecolor="none",
-                    color=FAMILY_COLOURS["pnnh"], gid="pnnh", label="PNNH, narrower coder or learner")
+        _narrow_points(depths, narrow[narrow["model_depth"] != frontier], lambda r: r.model)
         plain_log_axis(depths, "x")
+        _depth_axis(depths, full)
         depths.set_title(f"{data}: every depth, full width", fontsize=10)
-        handles, labels = depths.get_legend_handles_labels()
-        handles.append(Line2D([], [], linestyle="", label="numbers: depth"))
-        depths.legend(handles=handles, fontsize=7)
+        chance = chance_accuracy(every)
+        mark_chance(depths, chance)
+        _legend_below(depths)
         if frontier is not None:
-            _draw_frontier(axes[row, 1], rows[rows["model_depth"] == frontier], frontier)
+            _draw_frontier(axes[row, 1], rows[rows["model_depth"] == frontier], frontier, chance)
         diverged = every[every["diverged"] > 0]
         if len(diverged):
             depths.text(0.02, 0.02, "diverged: " + ", ".join(f"{r.model} ({r.diverged} of {r.diverged + r.seeds})"
@@ -210,7 +206,30 @@ def draw(frame: pd.DataFrame) -> Figure:
     return finish_figure(figure, "Accuracy against parameters", caption_line(frame, detail))
 
 
-def _draw_frontier(axis, rows: pd.DataFrame, depth: int) -> None:
+def _depth_axis(axis, full: pd.DataFrame) -> None:
+    """The depth of the full-width nets, on an axis over the panel at their parameters (no label among the points):
+    the nets of a depth within 20% of each other's parameters (plain, ResNet and PNNH) share a tick, and ticks within
+    12% of each other one label ("6/110")."""
+    ticks: list[tuple[float, str]] = []
+    for depth, group in full.groupby("model_depth"):
+        params = sorted(group["params"] / 1e6)
+        start = 0
+        for end in range(1, len(params) + 1):
+            if end == len(params) or params[end] / params[end - 1] > 1.2:
+                ticks.append((math.exp(np.mean(np.log(params[start:end]))), str(depth)))
+                start = end
+    merged: list[tuple[float, str]] = []
+    for at, label in sorted(ticks):
+        if merged and at / merged[-1][0] < 1.12:
+            at, label = math.sqrt(at * merged[-1][0]), f"{merged.pop()[1]}/{label}"
+        merged.append((at, label))
+    top = axis.secondary_xaxis("top")
+    top.set_xticks([at for at, _ in merged], [label for _, label in merged], fontsize=8)
+    top.xaxis.set_minor_locator(NullLocator())
+    top.set_xlabel("depth of the net (layers; at its parameters)", fontsize=8)
+
+
+def _draw_frontier(axis, rows: pd.DataFrame, depth: int, chance: float | None = None) -> None:
     """Depth `depth`: ResNet and plain at each width (a line per family), and PNNH with a narrower coder or learner
     (its full-width net is ResNet's function, so it is not drawn again)."""
     for family, group in rows[rows["family"] != "pnnh"].groupby("family", sort=False):
@@ -221,16 +240,26 @@ def _draw_frontier(axis, rows: pd.DataFrame, depth: int) -> None:
             axis.annotate(f"x{r.width:g}", (r.params / 1e6, 100 * r.test_acc), fontsize=6.5,
                           textcoords="offset points", xytext=(4, -9), color=FAMILY_COLOURS[family])
     narrow = rows[(rows["family"] == "pnnh") & ~_is_full_width(rows)]
-    if len(narrow):
-        _points(axis, narrow, marker="D", linestyle="", markerfacecolor="none", color=FAMILY_COLOURS["pnnh"],
-                gid="pnnh", label="PNNH, narrower coder or learner")
-        for r in narrow.itertuples():
-            axis.annotate(r.model.removeprefix(r.base_model).strip(), (r.params / 1e6, 100 * r.test_acc),
-                          fontsize=6, textcoords="offset points", xytext=(5, 3), color=FAMILY_COLOURS["pnnh"])
+    _narrow_points(axis, narrow, lambda r: f"PNNH {r.model.removeprefix(r.base_model).strip()}")
     ticks = sorted({round(p / 1e6, 2) for p in rows["params"]})
     plain_log_axis(axis, "x", ticks=[t for i, t in enumerate(ticks) if i == 0 or t / ticks[i - 1] > 1.15])
     axis.set_title(f"depth {depth}: the width frontier", fontsize=10)
-    axis.legend(fontsize=7, loc="lower right")
+    mark_chance(axis, chance)
+    _legend_below(axis)
+
+
+def _narrow_points(axis, narrow: pd.DataFrame, label) -> None:
+    """The PNNH nets with a narrower coder or learner: hollow, a marker each (NARROW_MARKERS), named (`label(row)`)
+    in the legend rather than beside the point, where the names ran into their neighbours."""
+    for index, r in enumerate(narrow.itertuples()):
+        _points(axis, narrow.iloc[[index]], marker=NARROW_MARKERS[index % len(NARROW_MARKERS)], linestyle="",
+                markerfacecolor="none", markersize=7, color=FAMILY_COLOURS["pnnh"], gid="pnnh", label=label(r))
+
+
+def _legend_below(axis) -> None:
+    """The panel's legend under it (under its axis label, whatever the panel's height), where it covers no point."""
+    below = axis.transAxes + ScaledTranslation(0, -36 / 72, axis.get_figure().dpi_scale_trans)
+    axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0), bbox_transform=below, ncol=2)
 
 
 def _accuracy(row) -> str:

@@ -16,7 +16,8 @@ from matplotlib.lines import Line2D
 
 from ..plots import caption_line, draw_site_curves, family_depth_legend, finish_figure
 from ..models.resnet import CIFAR_DEPTHS
-from ._common import COMPARED, COMPARED_DEPTHS, Context, Variant, family_models, variants
+from ._common import (COMPARED, COMPARED_DEPTHS, Context, Variant, family_models, identical_families, identical_note,
+                      variants)
 
 NAME = "dissipation_curves"
 DESCRIPTION = "input kept at each layer (CKA, read-out R^2, DISTS), plain vs residual vs PNNH vs VGG"
@@ -79,11 +80,13 @@ def draw(frame: pd.DataFrame) -> Figure:
     figure = Figure(figsize=(4.4 * len(groups), 3.0 * len(metrics) + 1.0), layout="constrained")
     axes = np.atleast_2d(figure.subplots(len(metrics), len(groups), squeeze=False, sharey="row"))
     noise = Line2D([], [], color="crimson", linestyle="--", linewidth=1, label="noise level")
-    styles = family_depth_legend(figure, [rows for _, rows in groups], extra=(noise,))
+    same = identical_families(frame, ("state", "model_depth", "layer"), tuple(metrics))
+    wide = tuple(twin for _, twin in same)  # drawn wide under the family that covers it
+    styles = family_depth_legend(figure, [rows for _, rows in groups], extra=(noise,), wide=wide)
     for column, ((title, rows), style) in enumerate(zip(groups, styles, strict=True)):
         for row, metric in enumerate(metrics):
             axis = axes[row, column]
-            draw_site_curves(axis, rows, metric, style)
+            draw_site_curves(axis, rows, metric, style, wide=wide)
             level = rows["dists_noise"].dropna() if metric == "dists_input" else pd.Series([0.0])  # independent: 0
             if len(level):
                 axis.axhline(level.iloc[0], color="crimson", linestyle="--", linewidth=1)
@@ -93,6 +96,8 @@ def draw(frame: pd.DataFrame) -> Figure:
             axis.grid(alpha=0.3)
         axes[0, column].set_title(title, fontsize=9)
     detail = f"{frame['model'].nunique()} models; noise level: what features independent of the input score"
+    note = identical_note(same, under="the wide line")
+    detail += f"\n{note}" if note else ""
     return finish_figure(figure, "Dissipation: how much of the input survives each layer",
                          caption_line(frame, detail))
 

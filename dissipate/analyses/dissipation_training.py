@@ -16,8 +16,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from ..plots import FAMILY_COLOURS, FAMILY_LABELS, caption_line, finish_figure
-from ._common import COMPARED, COMPARED_DEPTHS, RECIPES, Context, Variant, block_outputs, family_models
+from ..plots import FAMILY_COLOURS, FAMILY_LABELS, UNDER_WIDTH, caption_line, finish_figure
+from ._common import (COMPARED, COMPARED_DEPTHS, RECIPES, Context, Variant, block_outputs, family_models,
+                      identical_families, identical_note)
 
 NAME = "dissipation_training"
 DESCRIPTION = "input kept at mid-depth and at the last block, epoch by epoch, plain vs residual vs PNNH"
@@ -71,14 +72,18 @@ def draw(frame: pd.DataFrame) -> Figure:
     depths = sorted(frame["model_depth"].unique())
     figure = Figure(figsize=(4.0 * len(METRICS), 2.9 * len(depths) + 0.6), layout="constrained")
     axes = np.atleast_2d(figure.subplots(len(depths), len(METRICS), squeeze=False, sharex=True))
+    same = identical_families(frame, ("model_depth", "epoch", "position"), tuple(METRICS))
+    wide = {twin for _, twin in same}  # drawn wide under the family whose line covers it
     for row, depth in enumerate(depths):
         for column, (metric, label) in enumerate(METRICS.items()):
             axis = axes[row, column]
             for (model, position), rows in frame[frame["model_depth"] == depth].groupby(["model", "position"],
                                                                                          sort=False):
                 family = rows["family"].iloc[0]
+                under = family in wide
                 axis.plot(rows["epoch"], rows[metric], color=FAMILY_COLOURS[family], gid=family, marker="o",
-                          markersize=3, linestyle=POSITIONS[position])
+                          markersize=6 if under else 3, linestyle=POSITIONS[position],
+                          linewidth=UNDER_WIDTH if under else 1.5, zorder=1.9 if under else 2)
             axis.set_ylim(min(0.0, axis.get_ylim()[0]), max(1.0, axis.get_ylim()[1]))
             axis.set_title(f"depth {depth}", fontsize=9)
             axis.set_ylabel(label, fontsize=8)
@@ -86,12 +91,15 @@ def draw(frame: pd.DataFrame) -> Figure:
             axis.xaxis.set_major_locator(MaxNLocator(integer=True))
             axis.grid(alpha=0.3)
     present = [family for family in FAMILY_COLOURS if family in set(frame["family"])]
-    handles = [Line2D([], [], color=FAMILY_COLOURS[f], label=FAMILY_LABELS[f]) for f in present]
+    handles = [Line2D([], [], color=FAMILY_COLOURS[f], label=FAMILY_LABELS[f],
+                      linewidth=UNDER_WIDTH if f in wide else 1.5) for f in present]
     handles += [Line2D([], [], color="0.35", linestyle=style, label=f"{position} block output")
                 for position, style in POSITIONS.items()]
     figure.legend(handles=handles, loc="outside right upper", fontsize=8)
+    note = identical_note(same, under="the wide line")
     return finish_figure(figure, "Dissipation through training: the input kept, epoch by epoch",
-                         caption_line(frame, "the same test images probed after every epoch"))
+                         caption_line(frame, "the same test images probed after every epoch" + (f"\n{note}" if note
+                                                                                                 else "")))
 
 
 def headline(frame: pd.DataFrame) -> list[str]:

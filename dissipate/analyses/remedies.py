@@ -19,7 +19,8 @@ from matplotlib.lines import Line2D
 from ..data import load_data
 from ..models import REMEDY_FAMILIES, count_flops, count_parameters, create_model
 from ..plots import FAMILY_COLOURS, FAMILY_LABELS, caption_line, finish_figure
-from ._common import COMPARED, COMPARED_DEPTHS, RATE_SCALE, Context, Variant, block_outputs, family_models
+from ._common import (COMPARED, COMPARED_DEPTHS, RATE_SCALE, Context, Variant, block_outputs, chance_accuracy,
+                      family_models, mark_chance)
 
 NAME = "remedies"
 DESCRIPTION = ("the shortcut-free remedies (TAT, ISONet, looks-linear, DiracNet, RepVGG) beside plain, ResNet and "
@@ -82,7 +83,7 @@ def last_sites(frame: pd.DataFrame, state: str = "init") -> pd.DataFrame:
 
 
 def draw(frame: pd.DataFrame) -> Figure:
-    figure = Figure(figsize=(15, 4.6), layout="constrained")
+    figure = Figure(figsize=(16.5, 4.6), layout="constrained")
     cka, recon, curves = figure.subplots(1, 3)
     init = last_sites(frame, "init").set_index("model")
     trained = frame.drop_duplicates("model").set_index("model")["test_acc"].dropna()
@@ -98,12 +99,13 @@ def draw(frame: pd.DataFrame) -> Figure:
                               textcoords="offset points", color=FAMILY_COLOURS[family],
                               xytext=(4 if side % 2 == 0 else -13, -9 if index % 2 == 0 else 4))
         axis.margins(x=0.08)
+        mark_chance(axis, chance_accuracy(frame[frame["state"] == "trained"]))
         axis.set_xlabel(label)
         axis.set_ylabel("final test accuracy, trained (%)")
         axis.grid(alpha=0.3)
-    handles, _ = cka.get_legend_handles_labels()
-    cka.legend(handles=[*handles, Line2D([], [], linestyle="", label="numbers: depth")], fontsize=7, ncol=2,
-               loc="lower right", bbox_to_anchor=(1, 0.1))  # above a net at chance, below the ones that train
+    handles, _ = cka.get_legend_handles_labels()  # beside the figure, where it covers no point
+    figure.legend(handles=[*handles, Line2D([], [], linestyle="", label="numbers: depth")], fontsize=8,
+                  loc="outside right upper")
     _draw_curves(curves, frame)
     not_trained = sorted(set(init.index) - set(trained.index), key=lambda m: (init.loc[m, "model_depth"], m))
     failed = frame.loc[frame["status"].fillna("ok") != "ok"].drop_duplicates("model")
@@ -111,12 +113,12 @@ def draw(frame: pd.DataFrame) -> Figure:
     depths = sorted({int(init.loc[m, "model_depth"]) for m in not_trained})
     if depths:
         notes.append(f"depth {', '.join(map(str, depths))}: probed at init only (right panel), not trained here")
-    if notes:
-        recon.text(0.02, 0.02, "; ".join(notes), transform=recon.transAxes, fontsize=7, color="crimson", wrap=True)
+    detail = ("one seed each; TAT and ISONet train with AdamW, the others with the preset's SGD, each family at its "
+              "swept rate (" + ", ".join(f"{f} x{k:g}" for f, k in RATE_SCALE.items()) + ")")
+    if notes:  # under the figure: in a panel, a note ran into the points and the chance line wherever it was put
+        detail += "\nleft and middle: " + "; ".join(notes)
     return finish_figure(figure, "Shortcut-free remedies: the input kept at initialisation, and what trains",
-                         caption_line(frame, "one seed each; TAT and ISONet train with AdamW, the others with the "
-                                             "preset's SGD, each family at its swept rate (" + ", ".join(
-                                                 f"{f} x{k:g}" for f, k in RATE_SCALE.items()) + ")"))
+                         caption_line(frame, detail))
 
 
 def _ringed(family: str) -> dict:
@@ -137,7 +139,7 @@ def _draw_curves(axis, frame: pd.DataFrame) -> None:
     axis.set_ylim(-0.02, 1.02)
     axis.set_xlabel(f"block output's position (fraction of the {deepest} layers)")
     axis.set_ylabel("linear CKA with the input, at init (0 to 1)")
-    axis.set_title(f"depth {deepest} at initialisation, block by block (ResNet: the wide line)", fontsize=10)
+    axis.set_title(f"depth {deepest} at initialisation, block by block\n(ResNet: the wide line)", fontsize=10)
     axis.grid(alpha=0.3)
 
 

@@ -14,10 +14,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..bound_check import COLUMNS as CHECK_COLUMNS
-from ..bound_check import VAR_TOLERANCE, check_monte_carlo, check_rows, not_holding, verdicts
+from ..bound_check import VAR_TOLERANCE, check_monte_carlo, check_rows, verdicts
 from ..plots import FAMILY_COLOURS, FAMILY_LABELS, KIND_FAMILY, caption_line, finish_figure, plain_log_axis
 from ..theory import MonteCarloConfig
-from ._common import COMPARED, COMPARED_DEPTHS, Context, Variant, family_models
+from ._common import (COMPARED, COMPARED_DEPTHS, Context, Variant, family_models, identical_families,
+                      identical_note)
 
 NAME = "theory_check"
 DESCRIPTION = "Theorem 3.3's survival bound and Theorem 3.2's moments against measurement, at three levels"
@@ -85,56 +86,94 @@ def draw(frame: pd.DataFrame) -> Figure:
         else:
             _draw_variance_ratio(mean, rows, families)
         for axis, x, y in pairs:
-            for family, group in rows.groupby(families, sort=False):
-                axis.scatter(group[x], group[y], s=12, alpha=0.7, color=FAMILY_COLOURS.get(family, "#2ca02c"),
-                             gid=family, label=f"{FAMILY_LABELS.get(family, family)} site")
-            drawn = rows[[x, y]].replace([np.inf, -np.inf], np.nan).dropna().to_numpy()  # the points, not the
-            low, high = (drawn.min(), drawn.max()) if len(drawn) else (0.0, 1.0)  # sites with half a pair
+            drawn = _drawn(rows, x, y, log=axis is variance)  # a site with half a pair is not drawn, nor counted
+            _scatter(axis, rows[drawn], families[drawn], x, y)
+            values = rows.loc[drawn, [x, y]].to_numpy()
+            low, high = (values.min(), values.max()) if len(values) else (0.0, 1.0)
             axis.plot([low, high], [low, high], color="black", linewidth=0.8,
                       label="measured = bound" if x == "surv_bound" else "measured = predicted")
             axis.grid(alpha=0.3)
-        failed = rows[not_holding(rows) & (rows["margin"] < 0)]  # the others fail on the variance (middle panel)
+        bounds = _drawn(rows, "surv_bound", "surv_meas")
+        failed = rows[bounds & (rows["margin"] < 0)]
         if len(failed):
             survival.scatter(failed["surv_bound"], failed["surv_meas"], s=70, facecolors="none", edgecolors="crimson",
                              label=f"below the bound ({len(failed)})")
         survival.set_xlabel("Theorem 3.3 bound (fraction of units)")
         survival.set_ylabel("measured surviving (fraction of units)")
-        bounds = rows["margin"].notna()
-        off = int((not_holding(rows) & ~(rows["margin"] < 0)).sum())  # fail on the variance, not the bound
-        survival.set_title(f"{LEVEL_TITLES[level]}: {int((rows.loc[bounds, 'margin'] >= 0).sum())} of "
-                           f"{int(bounds.sum())} bounds hold (on or above the line)"
-                           + (f"; {off} sites fail on the variance" if off else ""), fontsize=9)
+        survival.set_title(f"{LEVEL_TITLES[level]}: {int(bounds.sum()) - len(failed)} of {int(bounds.sum())} sites "
+                           "on or above the bound", fontsize=9)
         if random_layers:
             mean.set_xlabel("predicted mean (pre-activation units)")
             mean.set_ylabel("measured mean (pre-activation units)")
-            mean.set_title("Theorem 3.2: mean", fontsize=9)
-        plain_log_axis(variance, "x")
-        plain_log_axis(variance, "y")
+            mean.set_title(f"Theorem 3.2: mean, {int(_drawn(rows, 'mu_pred', 'mu_meas').sum())} sites", fontsize=9)
+        _fit_log(variance, rows.loc[_drawn(rows, "var_pred", "var_meas", log=True), ["var_pred", "var_meas"]],
+                 ("x", "y"))
         variance.set_xlabel("predicted variance (squared units, log)")
         variance.set_ylabel("measured variance (squared units, log)")
-        variance.set_title("Theorem 3.2: variance", fontsize=9)
+        variance.set_title(f"Theorem 3.2: variance, {int(_drawn(rows, 'var_pred', 'var_meas', log=True).sum())} "
+                           "sites", fontsize=9)
         survival.set_xlim(-0.02, 1.02)
         survival.set_ylim(-0.02, 1.02)
         survival.legend(fontsize=7, loc="lower right")
-    models = frame.loc[frame["level"] != "monte-carlo", "model"].nunique()
+    nets = frame[frame["level"] != "monte-carlo"]
+    detail = f"{nets['model'].nunique()} nets; one dot per activation site with a prediction"
+    predicted = _drawn(nets, "surv_bound", "surv_meas")
+    if not predicted.all():
+        detail += f" ({int((~predicted).sum())} sites of the nets have none, the plain nets' among them)"
+    same = identical_families(nets[predicted], ("level", "model_depth", "site"), ("surv_meas", "var_meas", "var_pred"))
+    note = identical_note(same, marks="dots", under="the rings")
     return finish_figure(figure, "The theory against measurement, site by site",
-                         caption_line(frame, f"{models} nets; one dot per activation site"))
+                         caption_line(frame, detail + (f"\n{note}" if note else "")))
+
+
+def _drawn(rows: pd.DataFrame, x: str, y: str, log: bool = False) -> pd.Series:
+    """The rows with a point to draw at (`x`, `y`): both finite, and on a log axis both positive."""
+    values = rows[[x, y]].apply(pd.to_numeric, errors="coerce")
+    finite = np.isfinite(values).all(axis=1)
+    return finite & (values > 0).all(axis=1) if log else finite
+
+
+def _scatter(axis, rows: pd.DataFrame, families: pd.Series, x: str, y: str) -> None:
+    """One dot per row in its family's colour; ResNet's as a ring, since PNNH's dots (the same function at its
+    defaults) would hide them."""
+    for family, group in rows.groupby(families, sort=False):
+        ring = family == "resnet"
+        colour = FAMILY_COLOURS.get(family, "#2ca02c")
+        axis.scatter(group[x], group[y], s=40 if ring else 12, alpha=0.8 if ring else 0.7, linewidths=1,
+                     facecolors="none" if ring else colour, edgecolors=colour, gid=family, zorder=2 if ring else 2.5,
+                     label=f"{FAMILY_LABELS.get(family, family)} site" + (" (ring)" if ring else ""))
+
+
+def _fit_log(axis, values: pd.DataFrame, which: tuple[str, ...]) -> None:
+    """Log axes `which` that fit the drawn `values` (all positive): their range and a margin, no more, the same on
+    each axis so that a diagonal is one."""
+    if len(values):
+        low, high = float(values.min().min()), float(values.max().max())
+        for name in which:
+            getattr(axis, f"set_{name}lim")(low / 1.15, high * 1.15)
+    for name in which:
+        plain_log_axis(axis, name)
 
 
 def _draw_variance_ratio(axis, rows: pd.DataFrame, families: pd.Series) -> None:
     """Measured over predicted variance per site, against the prediction, with level 2's tolerance band: in a net,
-    what Theorem 3.2 can get wrong (its mean is summed from measured parts, so it agrees by construction)."""
-    ratio = (rows["var_meas"] / rows["var_pred"]).dropna()  # sites with no prediction have no ratio
+    what Theorem 3.2 can get wrong (its mean is summed from measured parts, so it agrees by construction). Sites
+    outside the band are ringed in red, and the title counts the sites drawn and those within it."""
+    drawn = _drawn(rows, "var_pred", "var_meas", log=True)  # sites with no prediction have no ratio
+    ratio = rows.loc[drawn, "var_meas"] / rows.loc[drawn, "var_pred"]
     axis.axhspan(1 / VAR_TOLERANCE, VAR_TOLERANCE, color="0.9", zorder=0,
                  label=f"tolerance (x{VAR_TOLERANCE:.3g} either way)")
     axis.axhline(1, color="black", linewidth=0.8, label="measured = predicted")
-    for family, group in rows.loc[ratio.index].assign(ratio=ratio).groupby(families.loc[ratio.index], sort=False):
-        axis.scatter(group["var_pred"], group["ratio"], s=12, alpha=0.7, color=FAMILY_COLOURS.get(family, "#2ca02c"),
-                     gid=family, label=f"{FAMILY_LABELS.get(family, family)} site")
-    plain_log_axis(axis, "x")
+    _scatter(axis, rows[drawn].assign(ratio=ratio), families[drawn], "var_pred", "ratio")
+    outside = ~ratio.between(1 / VAR_TOLERANCE, VAR_TOLERANCE)
+    if outside.any():
+        axis.scatter(rows.loc[ratio.index[outside], "var_pred"], ratio[outside], s=90, facecolors="none",
+                     edgecolors="crimson", label=f"outside the tolerance ({int(outside.sum())})", zorder=3)
+    _fit_log(axis, rows.loc[drawn, ["var_pred"]], ("x",))
     axis.set_xlabel("predicted variance (squared units, log)")
     axis.set_ylabel("measured / predicted variance (ratio)")
-    axis.set_title("Theorem 3.2: variance ratio", fontsize=9)
+    axis.set_title(f"Theorem 3.2: variance ratio, {int((~outside).sum())} of {len(ratio)} sites within "
+                   f"x{VAR_TOLERANCE:.3g}", fontsize=9)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7, loc="best")
 

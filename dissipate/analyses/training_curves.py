@@ -12,9 +12,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ..plots import FAMILY_COLOURS, caption_line, finish_figure
+from ..plots import FAMILY_COLOURS, UNDER_WIDTH, caption_line, finish_figure
 from ..train import LOG_COLUMNS
-from ._common import COMPARED, COMPARED_DEPTHS, TRANSFORMERS, Context, Variant, family_models
+from ._common import (COMPARED, COMPARED_DEPTHS, TRANSFORMERS, Context, Variant, chance_accuracy, family_models,
+                      identical_families, identical_note, mark_chance)
 
 NAME = "training_curves"
 DESCRIPTION = "train loss and test accuracy per epoch, plain vs residual vs PNNH at each depth"
@@ -55,11 +56,15 @@ def draw(frame: pd.DataFrame) -> Figure:
     depths = sorted(frame["model_depth"].unique())
     figure = Figure(figsize=(4.2 * len(depths), 6.4), layout="constrained")
     axes = figure.subplots(2, len(depths), squeeze=False, sharey="row")
+    same = identical_families(frame, ("model_depth", "epoch"), ("train_loss", "test_acc"))
+    wide = {twin for _, twin in same}  # drawn wide under the family whose line covers it
     for column, depth in enumerate(depths):
         loss, accuracy = axes[0, column], axes[1, column]
         for model, rows in frame[frame["model_depth"] == depth].groupby("model", sort=False):
             family = rows["family"].iloc[0]
-            style = dict(color=FAMILY_COLOURS[family], gid=family, marker="o", markersize=3, label=model)
+            under = family in wide
+            style = dict(color=FAMILY_COLOURS[family], gid=family, marker="o", markersize=6 if under else 3,
+                         linewidth=UNDER_WIDTH if under else 1.5, zorder=1.9 if under else 2, label=model)
             loss.plot(rows["epoch"], rows["train_loss"], **style)
             accuracy.plot(rows["epoch"], 100 * rows["test_acc"], **style)
             for epoch in rows.loc[rows["status"] == "diverged", "epoch"]:  # marked at the top of the panel
@@ -74,9 +79,14 @@ def draw(frame: pd.DataFrame) -> Figure:
             axis.xaxis.set_major_locator(MaxNLocator(integer=True))
             axis.grid(alpha=0.3)
         loss.legend(fontsize=7)
+    chance = [mark_chance(accuracy, chance_accuracy(frame)) for accuracy in axes[1]]
+    if chance[0] is not None:
+        axes[1, 0].legend(handles=chance[:1], fontsize=7, loc="upper left")
     epochs = int(frame["epoch"].max())
+    detail = f"{epochs} epochs; train loss is the mean over each epoch's batches"
+    note = identical_note(same, under="the wide line")
     return finish_figure(figure, "Training curves: loss and test accuracy per epoch",
-                         caption_line(frame, f"{epochs} epochs; train loss is the mean over each epoch's batches"))
+                         caption_line(frame, detail + (f"\n{note}" if note else "")))
 
 
 def headline(frame: pd.DataFrame) -> list[str]:

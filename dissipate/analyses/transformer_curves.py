@@ -15,7 +15,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..plots import caption_line, draw_site_curves, family_depth_legend, finish_figure
-from ._common import TRANSFORMERS, Context, Variant, block_outputs, family_models
+from ._common import (TRANSFORMERS, Context, Variant, block_outputs, family_models, identical_families,
+                      identical_note)
 
 NAME = "transformer_curves"
 DESCRIPTION = "plain vs residual vs PNNH ViTs per block: CKA with the input, erank / channels, surviving fraction"
@@ -60,12 +61,14 @@ def draw(frame: pd.DataFrame) -> Figure:
     figure = Figure(figsize=(4.3 * len(PANELS), 3.3 * len(states) + 0.8), layout="constrained")
     axes = np.atleast_2d(figure.subplots(len(states), len(PANELS), squeeze=False))
     panels = [frame[frame["state"] == state].assign(layer=lambda rows: rows["block"]) for state in states]
-    styles = family_depth_legend(figure, panels)
+    same = identical_families(frame[frame["block_output"]], ("state", "model_depth", "block"), ("cka_input",))
+    wide = tuple(twin for _, twin in same)  # drawn wide under the family whose line covers it
+    styles = family_depth_legend(figure, panels, wide=wide)
     for row, (state, rows, style) in enumerate(zip(states, panels, styles, strict=True)):
         for column, (metric, (sites, label)) in enumerate(PANELS.items()):
             axis = axes[row, column]
             chosen = rows[rows["block_output"]] if sites == "block outputs" else rows[rows["surviving"].notna()]
-            draw_site_curves(axis, chosen, metric, style)
+            draw_site_curves(axis, chosen, metric, style, wide=wide)
             axis.set_title(f"{'at initialisation' if state == 'init' else 'trained'} on {rows['dataset'].iloc[0]}: "
                            f"{sites}", fontsize=9)
             axis.set_xlabel("block (from the input)")
@@ -74,18 +77,9 @@ def draw(frame: pd.DataFrame) -> Figure:
                 axis.set_ylim(0, 1)
             axis.grid(alpha=0.3)
     detail = "tokens read as their patches; d = 192, 3 heads"
-    if _same_curves(frame, "pnnhvit", "vit"):
-        detail += "; PNNH-ViT at its defaults computes the ViT's function, so its lines cover the ViT's"
+    note = identical_note(same, under="the wide line")
     return finish_figure(figure, "Vision transformers: how much of the input survives each block",
-                         caption_line(frame, detail))
-
-
-def _same_curves(frame: pd.DataFrame, family: str, other: str) -> bool:
-    """Whether every block output of `family`'s nets measures as the net of `other` at the same depth and state."""
-    rows = frame[frame["block_output"]]
-    keys = ["state", "model_depth", "block"]
-    joined = rows[rows["family"] == family].merge(rows[rows["family"] == other], on=keys)
-    return len(joined) > 0 and np.allclose(joined["cka_input_x"], joined["cka_input_y"], atol=1e-3)
+                         caption_line(frame, detail + (f"\n{note}" if note else "")))
 
 
 def headline(frame: pd.DataFrame) -> list[str]:

@@ -67,7 +67,7 @@ def load_dists(download: bool = False) -> torch.nn.Module:
         with contextlib.suppress(OSError):
             atomic_write(failed_before, lambda f: f.write(message))
         raise DistsUnavailable(f"DISTS is n/a: fetching its weights into {cache} failed ({type(error).__name__}); "
-                               "see the README's DISTS section") from None
+                               "see docs/usage.md, DISTS") from None
     try:
         return _dists(load_weights(cache / VGG16_FILE), load_weights(cache / DISTS_WEIGHTS_FILE)).eval()
     except (CheckpointError, AttributeError, KeyError, RuntimeError, TypeError, ValueError) as error:

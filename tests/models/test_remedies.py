@@ -182,6 +182,21 @@ def test_tat_activation_gives_the_net_the_c_map_value_it_targets(depth):
     assert c == pytest.approx(TAT_ETA, abs=1e-6)
 
 
+def test_tat_is_set_up_as_its_reference_net_head_included_and_decays_no_bias():
+    """Ruled out as the reason tatN trains worst (docs/design.md): its head is scaled-uniform-orthogonal with a zero
+    bias, as the logits layer of the TAT reference net (kfac-jax's LReLUNet, whose w_init is SUO for every layer),
+    and AdamW decays its weight matrices only (the reference's L2 excludes biases; TAT has no gains)."""
+    from dissipate.train import TrainConfig, make_optimizer
+
+    model = create_model("tat56")
+    assert_orthogonal(model.fc.weight.detach())
+    assert not model.fc.bias.any()
+    decayed, kept = ({id(p) for p in group["params"]} for group in
+                     make_optimizer(model, TrainConfig(model="tat56")).param_groups)
+    for name, parameter in model.named_parameters():
+        assert (id(parameter) in decayed) == (parameter.ndim > 1), name
+
+
 def test_dks_method_uses_the_package_transform_of_a_smooth_activation():
     from dks.pytorch.activation_transform import get_transformed_activations
 

@@ -138,7 +138,7 @@ def test_the_bound_check_holds_at_the_mlp_and_does_not_apply_at_attention(name):
 def test_plainvit24_loses_the_input_where_vit24_and_pnnhvit24_keep_it():
     """The issue's acceptance: at initialisation (synthetic, 32 px, 256 images) plainvit24's last block has under half
     the erank per channel and CKA with the image of vit24's and pnnhvit24's. Measured, seed 0: erank/ch 0.078 against
-    0.236 and 0.236; CKA 0.051 against 0.449 and 0.449 (seeds 0-4 in the README)."""
+    0.236 and 0.236; CKA 0.051 against 0.449 and 0.449 (seeds 0-4 in docs/usage.md)."""
     last = {}
     for name in ("plainvit24", "vit24", "pnnhvit24"):
         torch.manual_seed(0)
