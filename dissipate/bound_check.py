@@ -27,6 +27,26 @@ MUST_HOLD = ("monte-carlo", "init")  # a row of these levels that does not hold 
 # Theorem 3.2's variance in a real net: var_meas / var_pred within [1 / VAR_TOLERANCE, VAR_TOLERANCE]. Measured at
 # initialisation (resnet20/56/18/50, pnnh20/56/18, seeds 0 and 1, 128 synthetic images): 0.89 to 1.08.
 VAR_TOLERANCE = 4 / 3
+
+# what each column of the table means, in a few words (the CLI prints it under the table)
+LEGEND = {
+    "level": "monte-carlo: random layers drawn afresh; init: a net at initialisation; trained: a net with loaded "
+             "weights, whose violations are findings, not failures",
+    "mu_pred": "Theorem 3.2's mean of the pre-activation, from the measured moments of the site's declared parts",
+    "mu_meas": "the measured mean of the pre-activation",
+    "var_pred": "Theorem 3.2's variance, likewise; var_meas is the measured one",
+    "surv_meas": "the measured fraction of pre-activations > 0",
+    "surv_bound": "Theorem 3.3's lower bound on that fraction (Cantelli's, from mu_pred and var_pred)",
+    "holds": f"surv_meas >= surv_bound and var_meas within x{VAR_TOLERANCE:.3g} of var_pred; n/a: the site's block declares no "
+             "parts (a plain layer), so nothing is predicted",
+    "margin": "surv_meas - surv_bound; at or above 0 where the bound holds",
+}
+
+
+def legend() -> list[str]:
+    """One line per column of the table that needs a word: its name and what it means."""
+    width = max(map(len, LEGEND))
+    return [f"  {column:<{width}}  {meaning}" for column, meaning in LEGEND.items()]
 # the site kinds whose activation Theorems 3.2 and 3.3 (about ReLU, which kills one half) do not describe, and why
 NOT_APPLICABLE = {
     "tat": "TAT's leaky ReLU passes both signs, so no neuron dies",

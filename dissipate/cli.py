@@ -297,6 +297,8 @@ def bound_check(
         verdicts = checks.verdicts(frame).astype(object).fillna("n/a").mask(inapplicable, "not applicable")
         shown = frame[list(checks.COLUMNS)].assign(holds=verdicts)
     emit(shown, fmt, {c: _number for c in shown.columns if shown[c].dtype.kind == "f"})
+    if fmt is OutputFormat.table:
+        typer.echo("\n".join(["", *checks.legend()]))
     failed, found = checks.failures(frame), checks.findings(frame)
 
     def measured(row) -> str:

@@ -124,6 +124,13 @@ def _figure_legend(figure: Figure, axes, columns: int) -> None:
 
 
 def plot_bound_check(frame: pd.DataFrame, path: str | os.PathLike, title: str | None = None) -> None:
+    """`draw_bound_check`'s figure, written to `path` (its suffix, png or pdf, is the format)."""
+    figure = draw_bound_check(frame, title)
+    suffix = os.path.splitext(path)[1].lstrip(".").lower() or "png"
+    atomic_write(path, lambda f: figure.savefig(f, format=suffix, dpi=110, bbox_inches="tight"))
+
+
+def draw_bound_check(frame: pd.DataFrame, title: str | None = None) -> Figure:
     """Measured surviving fraction (dots, coloured by kind) against Theorem 3.3's bound (black ticks) at every site,
     one panel per model of a bound-check frame; sites where the bound fails are ringed in red."""
     groups = list(frame.groupby(["level", "model"], sort=False))
@@ -137,8 +144,9 @@ def plot_bound_check(frame: pd.DataFrame, path: str | os.PathLike, title: str | 
             chosen = (group["kind"] == kind).to_numpy()
             axis.scatter(position[chosen], group["surv_meas"].to_numpy()[chosen], s=16,
                          color=KIND_COLOURS.get(kind, "black"), label=f"measured ({kind})", zorder=2)
-        axis.scatter(position, group["surv_bound"].to_numpy(), marker="_", s=90, color="black",
-                     label="Theorem 3.3 bound", zorder=3)
+        if group["surv_bound"].notna().any():  # a plain net's sites predict nothing: no bound to list
+            axis.scatter(position, group["surv_bound"].to_numpy(), marker="_", s=90, color="black",
+                         label="Theorem 3.3 bound", zorder=3)
         failed = group["holds"].astype("boolean").eq(False).fillna(False).to_numpy(dtype=bool)  # NA: no prediction
         if failed.any():
             axis.scatter(position[failed], group["surv_meas"].to_numpy()[failed], s=90, facecolors="none",
@@ -155,8 +163,7 @@ def plot_bound_check(frame: pd.DataFrame, path: str | os.PathLike, title: str | 
         axis.set_visible(False)
     _figure_legend(figure, axes, columns=2 * columns)
     figure.suptitle(title or "surviving fraction against its bound")
-    suffix = os.path.splitext(path)[1].lstrip(".").lower() or "png"
-    atomic_write(path, lambda f: figure.savefig(f, format=suffix, dpi=110, bbox_inches="tight"))
+    return figure
 
 
 # -- the analyses' figures (dissipate.analyses): one colour per family across every figure --------------------------

@@ -143,8 +143,22 @@ def test_probe_model_args_reach_the_model(capsys, tmp_path):
 def test_bound_check_without_arguments_is_the_monte_carlo_level(capsys):
     code, out, err = run_cli(capsys, "bound-check")
     assert code == 0, err
-    assert out.splitlines()[0].split() == list(COLUMNS) and out.count("monte-carlo") == 36
+    lines = out.splitlines()
+    assert lines[0].split() == list(COLUMNS) and sum(line.split()[:1] == ["monte-carlo"] for line in lines) == 36
     assert "all 36 bounds that must hold hold" in err
+    legend = {line.split()[0] for line in lines[38:] if line.strip()}  # under the table and a blank line
+    assert legend == {"level", "mu_pred", "mu_meas", "var_pred", "surv_meas", "surv_bound", "holds", "margin"}
+    assert "margin" not in run_cli(capsys, "bound-check", "--format", "csv")[1].split("\n", 1)[1]  # no legend
+
+
+def test_the_bound_check_figure_lists_only_what_it_draws():
+    from dissipate.plots import draw_bound_check
+
+    frame = pd.DataFrame({"level": "init", "model": "plain20", "site": ["act1", "layer1.0.act1"], "kind": "plain",
+                          "surv_meas": [0.5, 0.5], "surv_bound": [float("nan")] * 2, "holds": pd.NA})
+    labels = lambda figure: {text.get_text() for legend in figure.legends for text in legend.get_texts()}  # noqa: E731
+    assert "Theorem 3.3 bound" not in labels(draw_bound_check(frame))
+    assert "Theorem 3.3 bound" in labels(draw_bound_check(frame.assign(surv_bound=0.3, holds=True)))
 
 
 def test_bound_check_a_model_writes_csv_and_the_figure(capsys, tmp_path):

@@ -32,7 +32,7 @@ class Moments:
     def update(self, x: torch.Tensor) -> None:
         flat = x.detach().float().reshape(-1)
         if self.shift is None:
-            self.shift = flat.mean(dtype=torch.float64).float() if flat.numel() else flat.new_zeros(())
+            self.shift = flat.mean() if flat.numel() else flat.new_zeros(())  # float32: any value near the mean will do
         flat = flat - self.shift
         self.count += flat.numel()
         self.sum = self.sum + flat.sum().double()

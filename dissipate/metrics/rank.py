@@ -100,7 +100,7 @@ class ChannelCovariance:
     def update(self, features: torch.Tensor) -> None:
         x = channels_by_position(features.detach().float())  # (B, C, N)
         if self.shift is None:
-            self.shift = x.mean((0, 2), dtype=torch.float64).float()
+            self.shift = x.mean((0, 2))  # float32: near the means is all a shift needs (a float64 mean copies x)
         x = x - self.shift[:, None]
         self.gram = self.gram + upper_gram(x).double()
         self.sum = self.sum + x.sum(-1).sum(0).double()

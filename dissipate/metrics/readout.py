@@ -131,7 +131,7 @@ class LinearReadout:
         are the same; shifted, F^T F keeps its precision where channels carry means far above their spread."""
         feats = feats.float()
         if self.shift is None:
-            self.shift = feats.mean((0, 2, 3), dtype=torch.float64).float()
+            self.shift = feats.mean((0, 2, 3))  # float32: near the means is all a shift needs
         return torch.cat([feats - self.shift[:, None, None], feats.new_ones(feats[:, :1].shape)], dim=1)
 
     def update(self, features: torch.Tensor, images: torch.Tensor, index: torch.Tensor) -> None:
