@@ -476,7 +476,7 @@ def _score_readouts(model, data, dataset, config, device, stats, progress) -> fl
         try:
             dists = load_dists(config.download).to(device)
         except DistsUnavailable as unavailable:
-            warnings.warn(str(unavailable), ProbeNotice, stacklevel=3)
+            warnings.warn(str(unavailable), ProbeNotice, stacklevel=4)  # past no_grad's wrapper and probe: the caller
     if not wants_ssim and dists is None:
         return float("nan")
     for site_stats in stats.values():

@@ -110,7 +110,8 @@ def test_an_image_size_the_model_cannot_take_is_one_sentence():
 def test_dists_unavailable_is_said_once_and_everything_else_is_computed():
     with pytest.warns(ProbeNotice, match="DISTS is n/a") as notices:
         frame = probe(create_model("resnet20"), "synthetic", metrics=["recon", "dists"], **SMALL)
-    assert len([n for n in notices if issubclass(n.category, ProbeNotice)]) == 1
+    said = [n for n in notices if issubclass(n.category, ProbeNotice)]
+    assert len(said) == 1 and said[0].filename == __file__  # it points at the caller's line, not the probe's
     assert frame["recon_r2"].notna().all() and frame["dists_input"].isna().all()
 
 
