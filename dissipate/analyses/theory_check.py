@@ -85,15 +85,16 @@ def draw(frame: pd.DataFrame) -> Figure:
             pairs.insert(1, (mean, "mu_pred", "mu_meas"))
         else:
             _draw_variance_ratio(mean, rows, families)
+        shown = {}  # each panel's drawn rows: a site with half a pair is not drawn, nor counted
         for axis, x, y in pairs:
-            drawn = _drawn(rows, x, y, log=axis is variance)  # a site with half a pair is not drawn, nor counted
+            drawn = shown[axis] = _drawn(rows, x, y, log=axis is variance)
             _scatter(axis, rows[drawn], families[drawn], x, y)
             values = rows.loc[drawn, [x, y]].to_numpy()
             low, high = (values.min(), values.max()) if len(values) else (0.0, 1.0)
             axis.plot([low, high], [low, high], color="black", linewidth=0.8,
                       label="measured = bound" if x == "surv_bound" else "measured = predicted")
             axis.grid(alpha=0.3)
-        bounds = _drawn(rows, "surv_bound", "surv_meas")
+        bounds = shown[survival]
         failed = rows[bounds & (rows["margin"] < 0)]
         if len(failed):
             survival.scatter(failed["surv_bound"], failed["surv_meas"], s=70, facecolors="none", edgecolors="crimson",
@@ -105,13 +106,11 @@ def draw(frame: pd.DataFrame) -> Figure:
         if random_layers:
             mean.set_xlabel("predicted mean (pre-activation units)")
             mean.set_ylabel("measured mean (pre-activation units)")
-            mean.set_title(f"Theorem 3.2: mean, {int(_drawn(rows, 'mu_pred', 'mu_meas').sum())} sites", fontsize=9)
-        _fit_log(variance, rows.loc[_drawn(rows, "var_pred", "var_meas", log=True), ["var_pred", "var_meas"]],
-                 ("x", "y"))
+            mean.set_title(f"Theorem 3.2: mean, {int(shown[mean].sum())} sites", fontsize=9)
+        _fit_log(variance, rows.loc[shown[variance], ["var_pred", "var_meas"]], ("x", "y"))
         variance.set_xlabel("predicted variance (squared units, log)")
         variance.set_ylabel("measured variance (squared units, log)")
-        variance.set_title(f"Theorem 3.2: variance, {int(_drawn(rows, 'var_pred', 'var_meas', log=True).sum())} "
-                           "sites", fontsize=9)
+        variance.set_title(f"Theorem 3.2: variance, {int(shown[variance].sum())} sites", fontsize=9)
         survival.set_xlim(-0.02, 1.02)
         survival.set_ylim(-0.02, 1.02)
         survival.legend(fontsize=7, loc="lower right")
